@@ -1,0 +1,107 @@
+"""Cross-attention head layout of a UNet, in the published HRV order.
+
+The published order is place (down, mid, up), then the CA layer's index within that place in forward
+order, then the head index (the h-th contiguous slice of to_q/to_k/to_v). diffusers' module order is
+down, up, mid, so we sort explicitly. Labels read exactly like the published files: ``down, layer: 0, head: 3``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PLACES = ("down", "mid", "up")
+
+
+@dataclass(frozen=True)
+class CALayer:
+    """One cross-attention layer (an ``attn2`` module)."""
+
+    place: str  # "down" | "mid" | "up"
+    index: int  # layer index within its place, forward order
+    module_name: str  # e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn2"
+    heads: int
+    offset: int  # global index of its head 0 in the flattened HRV order
+    resolution: tuple[int, int]  # latent grid of its queries (height, width)
+
+    def label(self, head: int) -> str:
+        return f"{self.place}, layer: {self.index}, head: {head}"
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    layers: tuple[CALayer, ...]
+
+    @property
+    def num_heads(self) -> int:
+        return sum(layer.heads for layer in self.layers)
+
+    @property
+    def labels(self) -> list[str]:
+        return [layer.label(h) for layer in self.layers for h in range(layer.heads)]
+
+    def by_module(self) -> dict[str, CALayer]:
+        return {layer.module_name: layer for layer in self.layers}
+
+    def index_of(self, label: str) -> int:
+        """Global head index of a label like ``up, layer: 8, head: 3``."""
+        place, layer, head = parse_label(label)
+        for ca in self.layers:
+            if ca.place == place and ca.index == layer:
+                if not 0 <= head < ca.heads:
+                    break
+                return ca.offset + head
+        raise ValueError(f"head {label!r} does not exist in this UNet ({self.num_heads} CA heads)")
+
+
+def parse_label(label: str) -> tuple[str, int, int]:
+    """``'down, layer: 5, head: 3'`` -> ("down", 5, 3)."""
+    try:
+        place, layer, head = (part.strip() for part in label.split(","))
+        assert place in PLACES and layer.startswith("layer:") and head.startswith("head:")
+        return place, int(layer.split(":")[1]), int(head.split(":")[1])
+    except (ValueError, AssertionError):
+        raise ValueError(f"not a head label: {label!r} (expected e.g. 'down, layer: 0, head: 3')") from None
+
+
+def _grid(sample_size) -> tuple[int, int]:
+    return (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+
+
+def _block_resolution(config, module_name: str) -> tuple[int, int]:
+    """Latent resolution at which a module inside the UNet runs (each down block halves after itself)."""
+    height, width = _grid(config.sample_size)
+    n_down, n_up = len(config.down_block_types), len(config.up_block_types)
+    part, *rest = module_name.split(".")
+    if part == "down_blocks":
+        factor = 2 ** int(rest[0])
+    elif part == "mid_block":
+        factor = 2 ** (n_down - 1)
+    else:
+        factor = 2 ** (n_up - 1 - int(rest[0]))
+    return height // factor, width // factor
+
+
+def head_layout(unet) -> HeadLayout:
+    """All CA layers of ``unet`` in the published order. Works on a meta-device UNet (no weights)."""
+    from diffusers.models.attention_processor import Attention
+
+    found = {place: [] for place in PLACES}
+    for name, module in unet.named_modules():  # forward order within each place
+        if isinstance(module, Attention) and module.is_cross_attention:
+            place = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}.get(name.split(".")[0])
+            if place is not None:
+                found[place].append((name, module.heads))
+    layers, offset = [], 0
+    for place in PLACES:
+        for index, (name, heads) in enumerate(found[place]):
+            layers.append(CALayer(place, index, name, heads, offset, _block_resolution(unet.config, name)))
+            offset += heads
+    return HeadLayout(tuple(layers))
+
+
+def unet_from_config(config: dict):
+    """Build a UNet from its config on the meta device: no weights, no memory, no download."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        return UNet2DConditionModel.from_config(config)

@@ -1,0 +1,121 @@
+"""Loading the text-to-image pipeline that every script uses.
+
+``load_pipeline(card)`` accepts a hub id (CompVis/stable-diffusion-v1-4, stabilityai/stable-diffusion-xl-base-1.0,
+other SD 1.x / 2.x / SDXL cards), a local diffusers folder, or a built-in tiny model name. It picks the SD or
+SDXL pipeline from the model's own ``model_index.json`` and, by default, installs the paper's sampler.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Names the reference uses in its file names; other cards get a sanitized name of their own.
+MODEL_VERSIONS = {
+    "CompVis/stable-diffusion-v1-4": "sd_v1_4",
+    "stabilityai/stable-diffusion-xl-base-1.0": "sd_xl_base_1_0",
+}
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The weights are neither in a local folder nor in the Hugging Face cache (and no network)."""
+
+
+def model_version(card: str) -> str:
+    """``sd_v1_4`` / ``sd_xl_base_1_0`` for the paper's models, else a file-name-safe form of the card."""
+    if card in MODEL_VERSIONS:
+        return MODEL_VERSIONS[card]
+    name = Path(card.rstrip("/")).name if Path(card).exists() else card
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "model"
+
+
+def _not_available(card: str, what: str, error: Exception) -> ModelNotAvailableError:
+    return ModelNotAvailableError(
+        f"Cannot load the {what} of {card!r}: it is not a local diffusers folder and is not in the Hugging Face "
+        f"cache ({type(error).__name__}). Provide it one of these ways:\n"
+        f"  - download it once where there is network: huggingface-cli download {card}\n"
+        f"    (the cache in ~/.cache/huggingface, or HF_HOME, is then used offline), or\n"
+        f"  - pass --model_card /path/to/a/diffusers/folder (with model_index.json), or\n"
+        f"  - use a built-in model: --model_card tiny-sd | tiny-sdxl"
+    )
+
+
+def load_model_index(card: str) -> dict:
+    """The pipeline's model_index.json (tells SD from SDXL)."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return dict(DiffusionPipeline.load_config(card))
+    except Exception as error:  # diffusers raises OSError/EnvironmentError/ValueError variants offline
+        raise _not_available(card, "model_index.json", error) from None
+
+
+def is_sdxl_index(model_index: dict) -> bool:
+    return "text_encoder_2" in model_index or "XL" in str(model_index.get("_class_name", ""))
+
+
+def load_unet_config(card: str) -> dict:
+    """The UNet config of a card, a local folder, or a path to a config.json file."""
+    import json
+
+    from diffusers import UNet2DConditionModel
+
+    path = Path(card)
+    if path.is_file():
+        return json.loads(path.read_text())
+    if card in _tiny_models():
+        return dict(_tiny_models()[card]().unet.config)
+    try:
+        return dict(UNet2DConditionModel.load_config(card, subfolder="unet"))
+    except Exception as error:
+        raise _not_available(card, "UNet config", error) from None
+
+
+def _tiny_models():
+    from .tiny import TINY_MODELS
+
+    return TINY_MODELS
+
+
+def paper_scheduler(config):
+    """PNDM with skip_prk_steps, as in the paper: 50 steps give 51 UNet evaluations. The model's own betas
+    and prediction type are kept; SDXL's scheduler is replaced the same way as in the reference."""
+    from diffusers import PNDMScheduler
+
+    return PNDMScheduler.from_config(
+        config, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1, timestep_spacing="leading",
+    )
+
+
+def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+                  scheduler: str = "pndm"):
+    """Load a SD 1.x/2.x or SDXL pipeline. ``scheduler``: "pndm" (the paper's) or "model" (the card's own)."""
+    if scheduler not in ("pndm", "model"):
+        raise ValueError(f"scheduler must be 'pndm' or 'model', not {scheduler!r}")
+    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    if card in _tiny_models():
+        pipe = _tiny_models()[card]()
+        if torch_dtype != torch.float32:
+            pipe = pipe.to(dtype=torch_dtype)
+    else:
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        cls = StableDiffusionXLPipeline if is_sdxl_index(load_model_index(card)) else StableDiffusionPipeline
+        extra = {} if cls is StableDiffusionXLPipeline else {"safety_checker": None, "requires_safety_checker": False}
+        try:
+            pipe = cls.from_pretrained(card, torch_dtype=torch_dtype, **extra)
+        except Exception as error:
+            if isinstance(error, (OSError, EnvironmentError)) or "offline" in str(error).lower():
+                raise _not_available(card, "weights", error) from None
+            raise
+    if scheduler == "pndm":
+        pipe.scheduler = paper_scheduler(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def is_sdxl(pipe) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None
