@@ -54,12 +54,14 @@ class HeadLayout:
 
 def parse_label(label: str) -> tuple[str, int, int]:
     """``'down, layer: 5, head: 3'`` -> ("down", 5, 3)."""
+    error = ValueError(f"not a head label: {label!r} (expected e.g. 'down, layer: 0, head: 3')")
     try:
         place, layer, head = (part.strip() for part in label.split(","))
-        assert place in PLACES and layer.startswith("layer:") and head.startswith("head:")
+        if place not in PLACES or not layer.startswith("layer:") or not head.startswith("head:"):
+            raise error  # not an assert: asserts vanish under python -O
         return place, int(layer.split(":")[1]), int(head.split(":")[1])
-    except (ValueError, AssertionError):
-        raise ValueError(f"not a head label: {label!r} (expected e.g. 'down, layer: 0, head: 3')") from None
+    except ValueError:
+        raise error from None
 
 
 def _grid(sample_size) -> tuple[int, int]:

@@ -36,7 +36,7 @@ def _not_available(card: str, what: str, error: Exception) -> ModelNotAvailableE
     return ModelNotAvailableError(
         f"Cannot load the {what} of {card!r}: it is not a local diffusers folder and is not in the Hugging Face "
         f"cache ({type(error).__name__}). Provide it one of these ways:\n"
-        f"  - download it once where there is network: huggingface-cli download {card}\n"
+        f"  - download it once where there is network: hf download {card}\n"
         f"    (the cache in ~/.cache/huggingface, or HF_HOME, is then used offline), or\n"
         f"  - pass --model_card /path/to/a/diffusers/folder (with model_index.json), or\n"
         f"  - use a built-in model: --model_card tiny-sd | tiny-sdxl"

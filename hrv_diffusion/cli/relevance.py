@@ -1,0 +1,142 @@
+"""head_relevance_calculation.py / head_relevance_calculation_sdxl.py: count the CA-head votes that make HRVs.
+
+Keeps the reference's flags and their meaning, and adds batching, dtype, seeding, output folder, checkpoints and
+resume. Runs one process, a subset (--subset_running), or one rank of ``torchrun`` / ``accelerate launch``
+(each rank writes its own shard; ``extract_head_relevance_vectors.py`` merges them).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+SD_CARD = "CompVis/stable-diffusion-v1-4"
+SDXL_CARD = "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def build_parser(default_card: str = SD_CARD, default_batch: int = 16) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Generate images from many prompts while every cross-attention head votes for the concept it "
+                    "attends to most; write the vote counts (one shard per process and epoch) to OUTPUT_DIR/results/. "
+                    "Then run extract_head_relevance_vectors.py to turn the counts into HRVs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("published flags")
+    g.add_argument("--gpu_num", type=int, default=0, help="CUDA device index (under torchrun: LOCAL_RANK is used)")
+    g.add_argument("--subset_running", action="store_true", help="run only part NUMERATOR of DENOMINATOR of the prompts")
+    g.add_argument("--numerator", type=int, default=1)
+    g.add_argument("--denominator", type=int, default=5)
+    g.add_argument("--prompt", default="imagenet",
+                   help="prompt list: a name (prompt/prompt_list_NAME.txt, here first, then the project's prompt/; "
+                        "built in: imagenet, merged) or a path")
+    g.add_argument("--description", default="340_final_text_descriptions",
+                   help="concept set: a name (descriptions/NAME.txt here first, then the project's) or a path")
+    g.add_argument("--model_card", default=default_card,
+                   help="hub id, local diffusers folder, or a built-in model (tiny-sd, tiny-sdxl)")
+    g.add_argument("--negative_prompt", action="store_true",
+                   help="use the reference's fixed negative prompt instead of '' (SD 1.x only; not used in the paper)")
+    g.add_argument("--epochs", type=int, default=1, help="passes over the prompts; each draws new words")
+    g.add_argument("--num_words_per_concept", type=int, default=None, help="check the concept set has this many words per concept")
+    g.add_argument("--num_concepts", type=int, default=None, help="check the concept set has this many concepts")
+    g = p.add_argument_group("added")
+    g.add_argument("--batch_size", type=int, default=default_batch, help="prompts per pipeline call")
+    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
+                   help="auto = float16 on CUDA, float32 on CPU")
+    g.add_argument("--device", default=None, help="torch device (default: cuda:GPU_NUM if CUDA is available, else cpu)")
+    g.add_argument("--seed", type=int, default=22, help="seed of latents and word sampling")
+    g.add_argument("--legacy_seeding", action="store_true",
+                   help="reproduce the reference's latents: one CPU generator seeded SEED, one randn per prompt in order")
+    g.add_argument("--num_inference_steps", type=int, default=50, help="50 PNDM steps = 51 UNet evaluations")
+    g.add_argument("--guidance_scale", type=float, default=7.5)
+    g.add_argument("--scheduler", choices=["pndm", "model"], default="pndm",
+                   help="pndm = the paper's sampler; model = the card's own scheduler")
+    g.add_argument("--output_dir", default=".", help="embeddings are read from OUTPUT_DIR/word_lists, shards written to OUTPUT_DIR/results")
+    g.add_argument("--embeddings", default=None, help="text-embedding file (default: OUTPUT_DIR/word_lists/...)")
+    g.add_argument("--resume", action="store_true", help="continue existing shards instead of refusing to overwrite them")
+    g.add_argument("--checkpoint_every", type=int, default=100, help="save the shard every N prompts")
+    g.add_argument("--max_prompts", type=int, default=None, help="use only the first N prompts of the list")
+    g.add_argument("--compile", action="store_true", help="torch.compile the UNet (faster on GPUs for long runs)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun / accelerate environment variables."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", env.get("RANK", 0)))
+
+
+def run(args) -> int:
+    import torch
+
+    from ..concepts import check_counts, check_token_lengths, read_concept_set, resolve_description
+    from ..construction import RelevanceSettings, rank_indices, run_relevance, subset_indices
+    from ..embeddings import embeddings_path, load_text_embeddings
+    from ..models import load_pipeline, model_version
+    from ..prompts import load_prompts, prompts_fingerprint
+
+    rank, world_size, local_rank = _distributed()
+    if world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = args.device or (f"cuda:{local_rank if world_size > 1 else args.gpu_num}" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype if args.dtype != "auto" else ("float16" if str(device).startswith("cuda") else "float32")
+
+    concept_file = resolve_description(args.description)
+    concepts = read_concept_set(concept_file, args.num_concepts, args.num_words_per_concept)
+    check_counts(concepts, args.num_concepts, args.num_words_per_concept)
+    description = Path(args.description).stem if Path(args.description).suffix else args.description
+    prompts = load_prompts(args.prompt)
+    if args.max_prompts:
+        prompts = prompts[: args.max_prompts]
+    prompt_name = Path(args.prompt).stem.removeprefix("prompt_list_") if Path(args.prompt).suffix else args.prompt
+    mv = model_version(args.model_card)
+    output_dir = Path(args.output_dir)
+    emb_file = Path(args.embeddings) if args.embeddings else embeddings_path(output_dir, description, mv)
+    if not emb_file.exists():
+        raise FileNotFoundError(
+            f"no text embeddings at {emb_file}: run first\n  python descriptions_to_text_embeddings.py "
+            f"--model_card {args.model_card} --description {args.description} --output_dir {args.output_dir}")
+    embeddings = load_text_embeddings(emb_file, expect={"model_version": mv, "concept_fingerprint": concepts.fingerprint()})
+
+    indices = list(range(len(prompts)))
+    subset = [args.numerator, args.denominator] if args.subset_running else None
+    if subset:
+        indices = subset_indices(len(prompts), *subset)
+    indices = rank_indices(indices, rank, world_size)
+
+    pipe = load_pipeline(args.model_card, dtype=dtype, device=device, scheduler=args.scheduler)
+    check_token_lengths(concepts, pipe.tokenizer)
+    if args.compile:
+        pipe.unet = torch.compile(pipe.unet)
+    settings = RelevanceSettings(
+        model_card=args.model_card, model_version=mv, description=description, prompt=prompt_name,
+        epochs=args.epochs, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt, seed=args.seed, seeding="legacy" if args.legacy_seeding else "per_prompt",
+        batch_size=args.batch_size, dtype=dtype, subset=subset, checkpoint_every=args.checkpoint_every,
+        extra={"scheduler": args.scheduler})
+    metadata = {"concept_fingerprint": concepts.fingerprint(), "concept_names": list(concepts.names),
+                "prompt_fingerprint": prompts_fingerprint(prompts)}
+    paths = run_relevance(pipe, settings, concepts, embeddings, prompts, indices, metadata, output_dir / "results",
+                          rank=rank, world_size=world_size, resume=args.resume, progress=not args.quiet)
+    for path in paths:
+        print(f"rank {rank}: wrote {path}" if world_size > 1 else f"wrote {path}")
+    if world_size > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def main(argv=None, default_card: str = SD_CARD, default_batch: int = 16) -> int:
+    from ..concepts import ConceptSetError
+    from ..models import ModelNotAvailableError
+
+    args = build_parser(default_card, default_batch).parse_args(argv)
+    try:
+        return run(args)
+    except (ModelNotAvailableError, ConceptSetError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def main_sdxl(argv=None) -> int:
+    return main(argv, default_card=SDXL_CARD, default_batch=4)

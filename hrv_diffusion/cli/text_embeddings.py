@@ -1,0 +1,96 @@
+"""Encode a concept set's words with a model's text encoder (step 1 of the HRV pipeline).
+
+Writes ``OUTPUT_DIR/word_lists/text_embedding_{description}_{model_version}.safetensors`` and prints its path.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from ..concepts import (DEFAULT_DESCRIPTION, ConceptSetError, check_token_lengths, description_name,
+                        read_concept_set, resolve_description)
+from ..embeddings import build_text_embeddings, embeddings_path, save_text_embeddings
+from ..models import DTYPES, ModelNotAvailableError, load_pipeline, model_version
+
+
+@dataclass
+class TextEmbeddingSettings:
+    """One run's settings (the parsed command line)."""
+
+    description: str = DEFAULT_DESCRIPTION
+    model_card: str = "CompVis/stable-diffusion-v1-4"
+    gpu_num: int = 0
+    device: str | None = None
+    dtype: str = "float32"
+    batch_size: int = 32
+    output_dir: str = "."
+    num_concepts: int | None = None
+    num_words_per_concept: int | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="descriptions_to_text_embeddings.py",
+        description="Encode every word of a concept set with the text encoder of a Stable Diffusion model. "
+                    "Writes OUTPUT_DIR/word_lists/text_embedding_{description}_{model_version}.safetensors "
+                    "(embeddings (W, 77, D) float32, token lengths with SOT and EOT, and metadata naming the "
+                    "model and the concept set) and prints its path.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--description", default=DEFAULT_DESCRIPTION,
+                        help="concept set: a file path, or a NAME looked up as descriptions/NAME.txt|.csv in the "
+                             "current directory, then in the project's descriptions/ folder")
+    parser.add_argument("--model_card", default="CompVis/stable-diffusion-v1-4",
+                        help="hub id (from the local cache), local diffusers folder, or tiny-sd / tiny-sdxl")
+    parser.add_argument("--gpu_num", type=int, default=0, help="use cuda:GPU_NUM when CUDA is available")
+    parser.add_argument("--device", default=None, help="torch device (e.g. cpu, cuda:1); overrides --gpu_num")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                        help="model dtype; the stored embeddings are float32 either way")
+    parser.add_argument("--batch_size", type=int, default=32, help="words encoded per text-encoder call")
+    parser.add_argument("--output_dir", default=".", help="folder that receives word_lists/")
+    parser.add_argument("--num_concepts", type=int, default=None,
+                        help="check that the set has this many concepts (the paper: 34)")
+    parser.add_argument("--num_words_per_concept", type=int, default=None,
+                        help="check that every concept has this many words (the paper: 10); also splits a "
+                             "words-only file into concepts")
+    return parser
+
+
+def pick_device(settings: TextEmbeddingSettings) -> str:
+    if settings.device:
+        return settings.device
+    return f"cuda:{settings.gpu_num}" if torch.cuda.is_available() else "cpu"
+
+
+def run(settings: TextEmbeddingSettings) -> str:
+    """Encode and save; returns the written path."""
+    path = resolve_description(settings.description)
+    cs = read_concept_set(path, settings.num_concepts, settings.num_words_per_concept)
+    pipe = load_pipeline(settings.model_card, dtype=settings.dtype, device=pick_device(settings), scheduler="model")
+    check_token_lengths(cs, pipe.tokenizer)
+    name = description_name(path)
+    te = build_text_embeddings(pipe, cs, settings.model_card, name, batch_size=settings.batch_size)
+    out = embeddings_path(settings.output_dir, name, model_version(settings.model_card))
+    save_text_embeddings(out, te)
+    print(f"{cs.num_concepts} concepts, {len(cs.flat_words)} words -> {tuple(te.embeddings.shape)}",
+          file=sys.stderr)
+    return str(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        build_parser().error("--batch_size must be at least 1")
+    try:
+        print(run(TextEmbeddingSettings(**vars(args))))
+    except (ModelNotAvailableError, ConceptSetError) as error:
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

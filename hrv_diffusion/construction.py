@@ -1,0 +1,173 @@
+"""An HRV construction run: prompts in batches through the pipeline while ``RelevanceVotes`` counts.
+
+One call of ``run_relevance`` handles the prompts of one process (a subset and/or a distributed rank) and writes
+one shard per epoch. Shards are checkpointed every ``checkpoint_every`` prompts with atomic writes; with
+``resume`` a run continues from its shard without redoing or double-counting a prompt.
+
+Seeding. ``per_prompt`` (default): prompt i's latent comes from a generator seeded by (seed, i), and its words from
+(seed, epoch, i), so results do not depend on batching or on how prompts are split over processes.
+``legacy``: the reference exactly: one CPU generator seeded ``seed`` (22) per epoch and per process, one ``randn``
+per prompt in list order (a subset process re-seeds, as the reference does).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .attention import HeadTrace
+from .heads import head_layout
+from .models import is_sdxl
+from .relevance import RelevanceVotes, WordBank, derived_seed, sample_words
+from .shards import Shard, load_shard, save_shard
+
+# The reference's --negative_prompt text (not used for the paper's HRVs).
+NEGATIVE_PROMPT = (
+    "ugly, bad anatomy, bad proportions, blurry, cropped, deformed, disfigured, duplicate, error, extra limbs, "
+    "gross proportions, jpeg artifacts, low quality, lowres, malformed, morbid, mutated, mutilated, out of frame, "
+    "poorly drawn, text, watermark, worst quality"
+)
+
+
+@dataclass
+class RelevanceSettings:
+    """What a run does; written into every shard's metadata."""
+
+    model_card: str
+    model_version: str
+    description: str
+    prompt: str
+    epochs: int = 1
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    negative_prompt: bool = False
+    seed: int = 22
+    seeding: str = "per_prompt"  # or "legacy"
+    batch_size: int = 8
+    dtype: str = "float32"
+    subset: list[int] | None = None  # [numerator, denominator]
+    checkpoint_every: int = 100
+    extra: dict = field(default_factory=dict)
+
+
+def subset_indices(num_prompts: int, numerator: int, denominator: int) -> list[int]:
+    """The reference's --subset_running slice: lines[(n-1)*N//d : n*N//d]."""
+    if not 1 <= numerator <= denominator:
+        raise ValueError(f"--numerator must be in 1..--denominator, got {numerator}/{denominator}")
+    return list(range((numerator - 1) * num_prompts // denominator, numerator * num_prompts // denominator))
+
+
+def rank_indices(indices: list[int], rank: int, world_size: int) -> list[int]:
+    """Contiguous share of one distributed rank."""
+    n = len(indices)
+    return indices[rank * n // world_size : (rank + 1) * n // world_size]
+
+
+def shard_path(results_dir: Path, settings: RelevanceSettings, epoch: int, rank: int, world_size: int) -> Path:
+    s = settings
+    name = f"{s.prompt}_{s.description}_ba_epoch_{epoch}_neg_prompt_{s.negative_prompt}"
+    if s.subset:
+        name += f"_{s.subset[0]}_{s.subset[1]}"
+    if world_size > 1:
+        name += f"_rank_{rank}_of_{world_size}"
+    return Path(results_dir) / f"{name}_{s.model_version}.npz"
+
+
+def _latents(indices: list[int], run_order: list[int], shape: tuple, settings: RelevanceSettings) -> dict[int, torch.Tensor]:
+    """CPU float32 latents for ``indices`` (a subset of ``run_order``), keyed by prompt index."""
+    if settings.seeding == "legacy":
+        wanted, generator, out = set(indices), torch.Generator().manual_seed(settings.seed), {}
+        for i in run_order:  # one randn per prompt, in list order, as the reference does
+            latent = torch.randn((1, *shape), generator=generator)
+            if i in wanted:
+                out[i] = latent
+        return out
+    return {i: torch.randn((1, *shape), generator=torch.Generator().manual_seed(derived_seed(settings.seed, i)))
+            for i in indices}
+
+
+def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embeddings, prompts: list[str],
+                  indices: list[int], metadata: dict, results_dir: Path, rank: int = 0, world_size: int = 1,
+                  resume: bool = False, progress: bool = True) -> list[Path]:
+    """Run the prompts ``indices`` (into ``prompts``) for every epoch; return the shard paths written."""
+    layout = head_layout(pipe.unet)
+    pipe.scheduler.set_timesteps(settings.num_inference_steps)
+    num_evaluations = len(pipe.scheduler.timesteps)
+    bank = WordBank(pipe.unet, layout, text_embeddings.embeddings, text_embeddings.token_lengths)
+    config = pipe.unet.config
+    shape = (config.in_channels, config.sample_size, config.sample_size) if isinstance(config.sample_size, int) \
+        else (config.in_channels, *config.sample_size)
+    param = next(pipe.unet.parameters())
+    call_kwargs = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+                       output_type="latent")
+    if settings.negative_prompt and not is_sdxl(pipe):  # the reference SDXL script ignores it (zero negatives)
+        call_kwargs["negative_prompt"] = NEGATIVE_PROMPT
+
+    meta = dict(metadata, **{k: v for k, v in asdict(settings).items() if k != "extra"}, **settings.extra,
+                num_evaluations=num_evaluations, head_labels=layout.labels, rank=rank, world_size=world_size,
+                num_prompts_total=len(prompts), version=__version__)
+    written = []
+    for epoch in range(1, settings.epochs + 1):
+        path = shard_path(results_dir, settings, epoch, rank, world_size)
+        epoch_meta = dict(meta, epoch=epoch)
+        votes = RelevanceVotes(bank, layout, num_evaluations, concept_set.num_concepts)
+        done: list[int] = []
+        if path.exists():
+            if not resume:
+                raise FileExistsError(f"{path} exists: pass --resume to continue it, or delete it to start over")
+            shard = load_shard(path)
+            _check_resumable(shard.metadata, epoch_meta, path)
+            done = shard.prompt_indices.tolist()
+            votes.counts += torch.from_numpy(shard.counts).to(votes.counts)
+        finished = set(done)
+        todo = [i for i in indices if i not in finished]
+        latents = _latents(todo, indices, shape, settings)
+        bar = tqdm(total=len(indices), initial=len(done), desc=f"HRV epoch {epoch}", unit="prompt",
+                   disable=not progress)
+        since_checkpoint = 0
+        with HeadTrace(pipe, [votes], cfg=settings.guidance_scale > 1.0) as trace:
+            for start in range(0, len(todo), settings.batch_size):
+                batch = todo[start : start + settings.batch_size]
+                choices = torch.stack([
+                    sample_words(concept_set.word_counts, num_evaluations, len(layout.layers),
+                                 torch.Generator().manual_seed(derived_seed(settings.seed, epoch, i, 1)))
+                    for i in batch])  # (B, T, layers, C)
+                votes.set_choices(choices)
+                batch_latents = torch.cat([latents.pop(i) for i in batch]).to(param.device, param.dtype)
+                trace.reset()  # the next UNet call is evaluation 0
+                with torch.no_grad():
+                    pipe(prompt=[prompts[i] for i in batch], latents=batch_latents, **call_kwargs)
+                done += batch
+                since_checkpoint += len(batch)
+                bar.update(len(batch))
+                if since_checkpoint >= settings.checkpoint_every and len(done) < len(indices):
+                    _save(path, votes, done, dict(epoch_meta, complete=False))
+                    since_checkpoint = 0
+        bar.close()
+        _save(path, votes, done, dict(epoch_meta, complete=True))
+        written.append(path)
+    return written
+
+
+def _save(path: Path, votes: RelevanceVotes, done: list[int], metadata: dict) -> None:
+    counts = votes.counts.round().to(torch.int64).cpu().numpy()  # (T, H, C)
+    save_shard(path, Shard(counts=counts, prompt_indices=np.asarray(done, dtype=np.int64), metadata=metadata))
+
+
+_RESUME_KEYS = ("model_version", "description", "concept_fingerprint", "prompt", "prompt_fingerprint",
+                "num_inference_steps", "num_evaluations", "guidance_scale", "negative_prompt", "seed", "seeding",
+                "subset", "rank", "world_size", "epoch", "head_labels")
+
+
+def _check_resumable(stored: dict, current: dict, path: Path) -> None:
+    for key in _RESUME_KEYS:
+        if json.dumps(stored.get(key)) != json.dumps(current.get(key)):
+            raise ValueError(
+                f"cannot resume {path}: it was written with {key}={stored.get(key)!r}, this run has "
+                f"{current.get(key)!r}. Use the same flags, or delete the file to start over."
+            )

@@ -1,0 +1,97 @@
+"""Head relevance votes: the published HRV construction, batched and on the GPU.
+
+At every CA call (layer, evaluation) each prompt draws one word per concept. The layer's conditional-half queries
+attend to ``[SOT, words of concept 0, words of concept 1, ...]`` (keys = this layer's ``to_k`` of the stored word
+embeddings); the softmax runs over all those keys (SOT included), is averaged over query positions, then over each
+word's tokens (SOT excluded); each head votes for its argmax concept. ``counts[t, g, c]`` adds the votes.
+
+Faithful to the reference (SNU-DRL/HRV) except where it is not reproducible: words are drawn from a generator
+seeded per (seed, epoch, prompt) instead of torch's unseeded global RNG. Generation itself is not perturbed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .heads import CALayer, HeadLayout
+
+
+def derived_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys (numpy's SeedSequence): independent streams per (seed, prompt, ...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class WordBank:
+    """Per CA layer, the keys of every concept word's tokens, computed once per run.
+
+    Row 0 of each layer's bank is the SOT key (identical for every word: the text encoder is causal); the other
+    rows are the word tokens of all words, packed. ``tokens[w, i]`` is the bank row of word w's i-th token.
+    """
+
+    def __init__(self, unet, layout: HeadLayout, embeddings: torch.Tensor, token_lengths: torch.Tensor):
+        # embeddings (W, 77, D); token_lengths (W,) including SOT and EOT
+        n_words = token_lengths.long() - 2  # (W,) word tokens per word
+        if int(n_words.min()) < 1:
+            raise ValueError("every concept word needs at least one token")
+        n_max = int(n_words.max())
+        rows = [embeddings[0, 0]]  # SOT
+        tokens = torch.zeros(len(n_words), n_max, dtype=torch.long)
+        for w, n in enumerate(n_words.tolist()):
+            tokens[w, :n] = torch.arange(len(rows), len(rows) + n)
+            rows.extend(embeddings[w, 1 : n + 1])
+        packed = torch.stack(rows)  # (1 + sum n, D)
+        param = next(unet.parameters())
+        packed = packed.to(device=param.device, dtype=param.dtype)
+        modules = dict(unet.named_modules())
+        self.keys = {}  # module name -> (R, h, d)
+        with torch.no_grad():
+            for layer in layout.layers:
+                attn = modules[layer.module_name]
+                key = attn.to_kv(packed).chunk(2, -1)[0] if getattr(attn, "fused_projections", False) else attn.to_k(packed)
+                self.keys[layer.module_name] = key.view(len(packed), layer.heads, -1)
+        self.tokens = tokens.to(param.device)  # (W, n_max)
+        self.valid = (torch.arange(n_max)[None] < n_words[:, None]).to(param.device)  # (W, n_max)
+        self.n_words = n_words.to(param.device)  # (W,)
+
+
+class RelevanceVotes:
+    """Controller for ``HeadTrace``: counts which concept each CA head attends to most.
+
+    ``counts``: (T, H, C) float32 on the UNet's device; host copies happen only when the caller asks.
+    Before each batch, ``set_choices(choices)`` gives the sampled words, (B, T, layers, C) word indices.
+    """
+
+    def __init__(self, bank: WordBank, layout: HeadLayout, num_evaluations: int, num_concepts: int):
+        self.bank, self.layout = bank, layout
+        self.ordinal = {layer.module_name: i for i, layer in enumerate(layout.layers)}
+        device = bank.tokens.device
+        self.counts = torch.zeros(num_evaluations, layout.num_heads, num_concepts, device=device)
+        self.choices = None
+
+    def set_choices(self, choices: torch.Tensor) -> None:
+        self.choices = choices.to(self.bank.tokens.device)
+
+    def observe(self, layer: CALayer, step: int, query: torch.Tensor, key: torch.Tensor) -> None:
+        batch, heads, _, head_dim = query.shape  # (B, h, N, d)
+        words = self.choices[:batch, step, self.ordinal[layer.module_name]]  # (B, C)
+        n_concepts = words.shape[1]
+        bank = self.bank.keys[layer.module_name]  # (R, h, d)
+        tokens, valid = self.bank.tokens[words], self.bank.valid[words]  # (B, C, n_max)
+        keys = torch.cat([bank[:1].expand(batch, 1, heads, head_dim), bank[tokens.flatten(1)]], dim=1)  # (B, L, h, d), L = 1 + C * n_max
+        keep = torch.cat([valid.new_ones(batch, 1), valid.flatten(1)], dim=1)  # (B, L)
+        logits = torch.matmul(query, keys.permute(0, 2, 3, 1)).float() * head_dim**-0.5  # (B, h, N, L)
+        logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))
+        probs = logits.softmax(dim=-1).mean(dim=2)  # (B, h, L): mean over query positions
+        per_token = probs[..., 1:].view(batch, heads, n_concepts, -1) * valid[:, None]  # (B, h, C, n_max)
+        scores = per_token.sum(-1) / self.bank.n_words[words][:, None]  # (B, h, C): mean over the word's tokens
+        votes = scores.argmax(dim=-1)  # (B, h): the first maximum, like torch.argmax in the reference
+        block = self.counts[step, layer.offset : layer.offset + heads]  # (h, C) view
+        block.scatter_add_(1, votes.T, torch.ones_like(votes.T, dtype=block.dtype))
+
+
+def sample_words(word_counts: list[int], num_evaluations: int, num_layers: int, generator: torch.Generator) -> torch.Tensor:
+    """One word per concept for every (evaluation, CA layer): (T, layers, C) indices into the flat word list."""
+    counts = torch.tensor(word_counts)
+    offsets = torch.cumsum(counts, 0) - counts
+    u = torch.rand(num_evaluations, num_layers, len(word_counts), generator=generator, dtype=torch.float64)
+    return offsets + (u * counts).long().clamp_max(counts - 1)

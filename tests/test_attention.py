@@ -1,0 +1,396 @@
+"""HeadTrace / HeadAttnProcessor on the tiny pipelines (CPU, fp32).
+
+The reference below (``ReferenceProcessor``) is written independently of hrv_diffusion.attention: explicit
+softmax(Q K^T / sqrt(d)) probabilities, optionally scaled or replaced on the conditional half, times V.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from diffusers.models.attention_processor import Attention
+
+from hrv_diffusion.attention import HeadTrace
+from hrv_diffusion.models import load_pipeline
+
+MODELS = ["tiny-sd", "tiny-sdxl"]
+
+# Tolerance between the fused SDPA kernel and an explicit softmax-matmul, fp32 on CPU, on whole UNet outputs
+# of magnitude <= 1.7: measured max |diff| 1.1e-6 (token scaling vs reference) and 1.0e-6 (explicit path vs
+# SDPA). We assert 2e-6 abs + 2e-6 rel: the measured error with a 2x margin for other CPUs' kernels.
+# Where the computation is the same sequence of ops (observers only, scale of ones, restore) we demand
+# bitwise equality instead.
+ATOL = RTOL = 2e-6
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return {name: load_pipeline(name) for name in MODELS}
+
+
+def unet_inputs(unet, batch: int, seed: int = 0):
+    """Fixed random UNet inputs: latents (B, 4, 16, 16), a timestep, text states (B, 77, D), SDXL extras."""
+    g = torch.Generator().manual_seed(seed)
+    config = unet.config
+    kwargs = {"encoder_hidden_states": torch.randn(batch, 77, config.cross_attention_dim, generator=g)}
+    if config.addition_embed_type == "text_time":
+        text_dim = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+        kwargs["added_cond_kwargs"] = {
+            "text_embeds": torch.randn(batch, text_dim, generator=g),
+            "time_ids": torch.tensor([[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]]).repeat(batch, 1),
+        }
+    sample = torch.randn(batch, config.in_channels, config.sample_size, config.sample_size, generator=g)
+    return sample, torch.tensor(501), kwargs
+
+
+@torch.no_grad()
+def run_unet(unet, inputs) -> torch.Tensor:
+    sample, timestep, kwargs = inputs
+    return unet(sample, timestep, **kwargs).sample
+
+
+@torch.no_grad()
+def run_pipe(pipe, prompts, steps: int = 3, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return pipe(prompts, num_inference_steps=steps, generator=generator, output_type="latent").images
+
+
+def cross_attention_modules(unet) -> dict[str, Attention]:
+    return {n: m for n, m in unet.named_modules() if isinstance(m, Attention) and m.is_cross_attention}
+
+
+class ReferenceProcessor:
+    """Explicit-probability cross-attention. ``scale``: (B/2, h, T) multiplies the conditional half's
+    probabilities per (sample, head, token), no renormalization. ``replace``: a function of the conditional
+    half's probabilities (B/2, h, N, T) that returns new ones."""
+
+    def __init__(self, scale=None, replace=None):
+        self.scale, self.replace = scale, replace
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        assert hidden_states.ndim == 3 and attention_mask is None and not attn.residual_connection
+        batch, n_query, _ = hidden_states.shape
+        heads = attn.heads
+        q = attn.to_q(hidden_states)
+        k = attn.to_k(encoder_hidden_states)
+        v = attn.to_v(encoder_hidden_states)
+        d = q.shape[-1] // heads
+
+        def split(x):  # (B, L, h*d) -> (B, h, L, d)
+            return x.reshape(batch, -1, heads, d).permute(0, 2, 1, 3)
+
+        q, k, v = split(q), split(k), split(v)
+        probs = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1)  # (B, h, N, T)
+        uncond, cond = probs[: batch // 2], probs[batch // 2 :]
+        if self.scale is not None:
+            cond = cond * self.scale[:, :, None, :]
+        if self.replace is not None:
+            cond = self.replace(cond)
+        out = torch.cat([uncond, cond]) @ v  # (B, h, N, d)
+        out = out.permute(0, 2, 1, 3).reshape(batch, n_query, heads * d)
+        return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
+
+
+class with_processors:
+    """Temporarily put processors on named cross-attention modules (the test's own installer)."""
+
+    def __init__(self, unet, processors: dict):
+        self.modules = cross_attention_modules(unet)
+        self.processors = processors
+
+    def __enter__(self):
+        self.saved = {name: self.modules[name].processor for name in self.processors}
+        for name, processor in self.processors.items():
+            self.modules[name].set_processor(processor)
+
+    def __exit__(self, *exc):
+        for name, processor in self.saved.items():
+            self.modules[name].set_processor(processor)
+
+
+class Observer:
+    """Only reads: records what it was shown."""
+
+    def __init__(self):
+        self.calls = Counter()  # (module name, step) -> calls
+        self.batches = []  # (query batch, key batch)
+        self.keys = {}  # module name -> last key seen
+
+    def observe(self, layer, step, query, key):
+        self.calls[layer.module_name, step] += 1
+        self.batches.append((query.shape[0], key.shape[0]))
+        self.keys[layer.module_name] = key.clone()
+
+
+class Scaler:
+    def __init__(self, scales):
+        self.scales = scales  # module name -> (B, h, T)
+
+    def token_scale(self, layer, step):
+        return self.scales[layer.module_name]
+
+
+class ProbEditor:
+    """Leaves SDPA on the layers it names; ``edit`` is applied to their probabilities (None: unchanged)."""
+
+    def __init__(self, layers=None, edit=None):
+        self.layers, self.edit, self.seen = layers, edit, []
+
+    def wants_probs(self, layer, step):
+        return self.layers is None or layer.module_name in self.layers
+
+    def edit_probs(self, layer, step, probs):
+        self.seen.append((layer.module_name, tuple(probs.shape)))
+        return probs if self.edit is None else self.edit(probs)
+
+
+def uniform(probs):
+    return torch.full_like(probs, 1.0 / probs.shape[-1])
+
+
+# ---------------------------------------------------------------- observing changes nothing
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_observer_leaves_unet_output_bitwise_equal(pipes, name):
+    unet = pipes[name].unet
+    inputs = unet_inputs(unet, batch=4)
+    stock = run_unet(unet, inputs)
+    observer = Observer()
+    with HeadTrace(unet, [observer]):
+        traced = run_unet(unet, inputs)
+    assert observer.calls  # it did observe
+    # Same operations in the same order (SDPA with the same scale): bitwise equal.
+    assert torch.equal(traced, stock)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_observer_leaves_pipeline_latents_bitwise_equal(pipes, name):
+    pipe = pipes[name]
+    stock = run_pipe(pipe, ["a photo of a cat", "a red car"])
+    with HeadTrace(pipe, [Observer()]):
+        traced = run_pipe(pipe, ["a photo of a cat", "a red car"])
+    assert torch.equal(traced, stock)
+
+
+# ---------------------------------------------------------------- probability scaling
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_token_scale_matches_explicit_reference(pipes, name):
+    """3 prompts (CFG batch 6), a different random scale per (sample, head, token) and layer, negatives included."""
+    unet = pipes[name].unet
+    inputs = unet_inputs(unet, batch=6, seed=1)
+    g = torch.Generator().manual_seed(2)
+    modules = cross_attention_modules(unet)
+    scales = {}
+    for module_name, module in modules.items():
+        s = torch.randn(3, module.heads, 77, generator=g) * 1.5 + 1.0  # (B_cond, h, T)
+        s[0, 0, :5] = -2.0
+        s[1, -1, 1] = 0.0
+        s[2, :, 2] = 3.0
+        scales[module_name] = s
+
+    with HeadTrace(unet, [Scaler(scales)]):
+        traced = run_unet(unet, inputs)
+    with with_processors(unet, {n: ReferenceProcessor(scale=s) for n, s in scales.items()}):
+        reference = run_unet(unet, inputs)
+    plain = run_unet(unet, inputs)
+
+    torch.testing.assert_close(traced, reference, atol=ATOL, rtol=RTOL)
+    assert not torch.allclose(traced, plain, atol=1e-3)  # the scaling did something
+
+
+def test_token_scale_of_ones_is_a_no_op(pipes):
+    unet = pipes["tiny-sd"].unet
+    inputs = unet_inputs(unet, batch=4)
+    ones = {n: torch.ones(2, m.heads, 77) for n, m in cross_attention_modules(unet).items()}
+    stock = run_unet(unet, inputs)
+    with HeadTrace(unet, [Scaler(ones)]):
+        traced = run_unet(unet, inputs)
+    torch.testing.assert_close(traced, stock, atol=0, rtol=0)  # V * 1.0 == V exactly
+
+
+# ---------------------------------------------------------------- explicit probabilities
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_explicit_probability_path_equals_sdpa(pipes, name):
+    unet = pipes[name].unet
+    inputs = unet_inputs(unet, batch=4)
+    stock = run_unet(unet, inputs)
+    editor = ProbEditor()  # every layer, unchanged probabilities
+    with HeadTrace(unet, [editor]):
+        explicit = run_unet(unet, inputs)
+    assert len(editor.seen) == len(cross_attention_modules(unet))
+    torch.testing.assert_close(explicit, stock, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_uniform_map_on_one_layer_matches_reference(pipes, name):
+    unet = pipes[name].unet
+    inputs = unet_inputs(unet, batch=4)
+    target = sorted(cross_attention_modules(unet))[0]
+    stock = run_unet(unet, inputs)
+    editor = ProbEditor(layers={target}, edit=uniform)
+    with HeadTrace(unet, [editor]):
+        edited = run_unet(unet, inputs)
+    with with_processors(unet, {target: ReferenceProcessor(replace=uniform)}):
+        reference = run_unet(unet, inputs)
+    assert [seen[0] for seen in editor.seen] == [target]
+    torch.testing.assert_close(edited, reference, atol=ATOL, rtol=RTOL)
+    assert not torch.allclose(edited, stock, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_uniform_map_on_one_attention_call(pipes, name):
+    """One CA module called directly: with uniform probabilities the conditional half's output is
+    to_out(mean over tokens of V) at every query; the unconditional half is ordinary attention."""
+    unet = pipes[name].unet
+    target, module = sorted(cross_attention_modules(unet).items())[0]
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(4, 10, module.to_q.in_features, generator=g)  # (2B, N, C)
+    text = torch.randn(4, 77, module.to_k.in_features, generator=g)  # (2B, T, D)
+    with torch.no_grad():
+        stock = module(hidden, encoder_hidden_states=text)
+        with HeadTrace(unet, [ProbEditor(layers={target}, edit=uniform)]):
+            edited = module(hidden, encoder_hidden_states=text)
+        mean_v = module.to_v(text[2:]).mean(dim=1, keepdim=True)  # (B, 1, h*d)
+        expected_cond = module.to_out[1](module.to_out[0](mean_v)).expand(-1, 10, -1)
+    torch.testing.assert_close(edited[2:], expected_cond, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(edited[:2], stock[:2], atol=ATOL, rtol=RTOL)
+
+
+# ---------------------------------------------------------------- which half the controllers see
+
+
+@pytest.mark.parametrize(
+    "kwargs, seen_batch, first",
+    [({}, 2, 2), ({"halves": "both"}, 4, 0), ({"cfg": False}, 4, 0), ({"cfg": False, "halves": "both"}, 4, 0)],
+)
+def test_halves(pipes, kwargs, seen_batch, first):
+    unet = pipes["tiny-sd"].unet
+    inputs = unet_inputs(unet, batch=4)
+    observer = Observer()
+    with HeadTrace(unet, [observer], **kwargs):
+        run_unet(unet, inputs)
+    assert set(observer.batches) == {(seen_batch, seen_batch)}
+    # The keys shown are those of the selected samples: the conditional half [2:] of [uncond, cond] by default.
+    name, module = next(iter(cross_attention_modules(unet).items()))
+    text = inputs[2]["encoder_hidden_states"][first:]
+    with torch.no_grad():
+        key = module.to_k(text).view(seen_batch, 77, module.heads, -1).transpose(1, 2)  # (B, h, T, d)
+    torch.testing.assert_close(observer.keys[name], key, atol=0, rtol=0)
+
+
+def test_halves_must_be_cond_or_both(pipes):
+    with pytest.raises(ValueError, match="halves"):
+        HeadTrace(pipes["tiny-sd"], halves="uncond")
+
+
+# ---------------------------------------------------------------- the evaluation index
+
+
+def test_pndm_50_steps_gives_51_evaluations(pipes):
+    pipe = pipes["tiny-sd"]
+    assert type(pipe.scheduler).__name__ == "PNDMScheduler"
+    observer = Observer()
+    with HeadTrace(pipe, [observer]) as trace:
+        run_pipe(pipe, ["a photo of a cat"], steps=50)
+    layers = {layer.module_name for layer in trace.layout.layers}
+    assert observer.calls == Counter({(layer, step): 1 for layer in layers for step in range(51)})
+    assert trace.step == 50
+
+
+def test_ddim_50_steps_gives_50_evaluations(pipes):
+    pipe = pipes["tiny-sd"]
+    pndm, pipe.scheduler = pipe.scheduler, DDIMScheduler.from_config(pipe.scheduler.config)
+    try:
+        observer = Observer()
+        with HeadTrace(pipe, [observer]) as trace:
+            run_pipe(pipe, ["a photo of a cat"], steps=50)
+    finally:
+        pipe.scheduler = pndm
+    layers = {layer.module_name for layer in trace.layout.layers}
+    assert observer.calls == Counter({(layer, step): 1 for layer in layers for step in range(50)})
+
+
+def test_reset_restarts_the_step_index(pipes):
+    pipe = pipes["tiny-sdxl"]  # PNDM (load_pipeline's default): 3 steps -> 4 evaluations
+    observer = Observer()
+    with HeadTrace(pipe, [observer]) as trace:
+        run_pipe(pipe, ["a cat"], steps=3)
+        first = sorted({step for _, step in observer.calls})
+        run_pipe(pipe, ["a cat"], steps=3)  # no reset: the index runs on
+        both = sorted({step for _, step in observer.calls})
+        observer.calls.clear()
+        trace.reset()
+        run_pipe(pipe, ["a cat"], steps=3)
+        after_reset = sorted({step for _, step in observer.calls})
+    assert first == [0, 1, 2, 3]
+    assert both == list(range(8))
+    assert after_reset == [0, 1, 2, 3]
+
+
+def test_entering_starts_at_step_zero(pipes):
+    unet = pipes["tiny-sd"].unet
+    inputs = unet_inputs(unet, batch=2)
+    trace = HeadTrace(unet, [Observer()])
+    for _ in range(2):  # the same trace entered twice starts at 0 each time
+        with trace:
+            run_unet(unet, inputs)
+            assert trace.step == 0
+
+
+# ---------------------------------------------------------------- leaving restores the UNet
+
+
+def snapshot(unet):
+    processors = {n: m.processor for n, m in unet.named_modules() if isinstance(m, Attention)}
+    hooks = dict(unet._forward_pre_hooks)
+    return processors, hooks
+
+
+def assert_restored(unet, before, inputs, output_before):
+    processors, hooks = before
+    now_processors, now_hooks = snapshot(unet)
+    assert now_processors.keys() == processors.keys()
+    assert all(now_processors[n] is processors[n] for n in processors)  # the same objects
+    assert now_hooks.keys() == hooks.keys() and all(now_hooks[k] is hooks[k] for k in hooks)
+    assert torch.equal(run_unet(unet, inputs), output_before)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_exit_restores_processors_hooks_and_output(pipes, name):
+    unet = pipes[name].unet
+    inputs = unet_inputs(unet, batch=2)
+    before, output_before = snapshot(unet), run_unet(unet, inputs)
+    scales = {n: torch.full((1, m.heads, 77), 0.5) for n, m in cross_attention_modules(unet).items()}
+    with HeadTrace(unet, [Scaler(scales), ProbEditor(edit=uniform)]):
+        assert unet._forward_pre_hooks.keys() != before[1].keys()  # installed
+        changed = run_unet(unet, inputs)
+    assert not torch.equal(changed, output_before)
+    assert_restored(unet, before, inputs, output_before)
+
+
+def test_exit_restores_after_an_exception(pipes):
+    unet = pipes["tiny-sdxl"].unet
+    inputs = unet_inputs(unet, batch=2)
+    before, output_before = snapshot(unet), run_unet(unet, inputs)
+
+    with pytest.raises(RuntimeError, match="in the with-block"):
+        with HeadTrace(unet, [Observer()]):
+            run_unet(unet, inputs)
+            raise RuntimeError("in the with-block")
+    assert_restored(unet, before, inputs, output_before)
+
+    class Failing:
+        def observe(self, layer, step, query, key):
+            raise RuntimeError("inside the UNet forward")
+
+    with pytest.raises(RuntimeError, match="inside the UNet forward"):
+        with HeadTrace(unet, [Failing()]):
+            run_unet(unet, inputs)
+    assert_restored(unet, before, inputs, output_before)
