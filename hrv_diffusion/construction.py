@@ -52,6 +52,7 @@ class RelevanceSettings:
     dtype: str = "float32"
     subset: list[int] | None = None  # [numerator, denominator]
     checkpoint_every: int = 100
+    compile: bool = False  # torch.compile the vote computation (GPU runs)
     extra: dict = field(default_factory=dict)
 
 
@@ -115,7 +116,7 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
     for epoch in range(1, settings.epochs + 1):
         path = shard_path(results_dir, settings, epoch, rank, world_size)
         epoch_meta = dict(meta, epoch=epoch)
-        votes = RelevanceVotes(bank, layout, num_evaluations, concept_set.num_concepts)
+        votes = RelevanceVotes(bank, layout, num_evaluations, concept_set.num_concepts, compile=settings.compile)
         done: list[int] = []
         if path.exists():
             if not resume:

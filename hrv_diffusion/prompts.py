@@ -76,5 +76,11 @@ def load_prompts(name_or_path: str) -> list[str]:
     )
 
 
+def prompt_name(name_or_path: str) -> str:
+    """The name used in output file names: ``prompt/prompt_list_few.txt`` -> ``few``; a name stays as it is."""
+    path = Path(name_or_path)
+    return path.stem.removeprefix("prompt_list_") if path.suffix else name_or_path
+
+
 def prompts_fingerprint(prompts: list[str]) -> str:
     return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()[:16]

@@ -61,8 +61,11 @@ class RelevanceVotes:
     Before each batch, ``set_choices(choices)`` gives the sampled words, (B, T, layers, C) word indices.
     """
 
-    def __init__(self, bank: WordBank, layout: HeadLayout, num_evaluations: int, num_concepts: int):
+    def __init__(self, bank: WordBank, layout: HeadLayout, num_evaluations: int, num_concepts: int,
+                 compile: bool = False):
         self.bank, self.layout = bank, layout
+        # Compiling fuses the softmax, masking and means into few kernels (one graph per layer shape).
+        self.head_votes = torch.compile(head_votes, dynamic=False) if compile else head_votes
         self.ordinal = {layer.module_name: i for i, layer in enumerate(layout.layers)}
         device = bank.tokens.device
         self.counts = torch.zeros(num_evaluations, layout.num_heads, num_concepts, device=device)
@@ -74,19 +77,27 @@ class RelevanceVotes:
     def observe(self, layer: CALayer, step: int, query: torch.Tensor, key: torch.Tensor) -> None:
         batch, heads, _, head_dim = query.shape  # (B, h, N, d)
         words = self.choices[:batch, step, self.ordinal[layer.module_name]]  # (B, C)
-        n_concepts = words.shape[1]
         bank = self.bank.keys[layer.module_name]  # (R, h, d)
         tokens, valid = self.bank.tokens[words], self.bank.valid[words]  # (B, C, n_max)
         keys = torch.cat([bank[:1].expand(batch, 1, heads, head_dim), bank[tokens.flatten(1)]], dim=1)  # (B, L, h, d), L = 1 + C * n_max
         keep = torch.cat([valid.new_ones(batch, 1), valid.flatten(1)], dim=1)  # (B, L)
-        logits = torch.matmul(query, keys.permute(0, 2, 3, 1)).float() * head_dim**-0.5  # (B, h, N, L)
-        logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))
-        probs = logits.softmax(dim=-1).mean(dim=2)  # (B, h, L): mean over query positions
-        per_token = probs[..., 1:].view(batch, heads, n_concepts, -1) * valid[:, None]  # (B, h, C, n_max)
-        scores = per_token.sum(-1) / self.bank.n_words[words][:, None]  # (B, h, C): mean over the word's tokens
-        votes = scores.argmax(dim=-1)  # (B, h): the first maximum, like torch.argmax in the reference
+        votes = self.head_votes(query, keys, keep, valid, self.bank.n_words[words])  # (B, h)
         block = self.counts[step, layer.offset : layer.offset + heads]  # (h, C) view
         block.scatter_add_(1, votes.T, torch.ones_like(votes.T, dtype=block.dtype))
+
+
+def head_votes(query, keys, keep, valid, n_words) -> torch.Tensor:
+    """The concept each head attends to most, for each sample: (B, h) indices.
+
+    query (B, h, N, d); keys (B, L, h, d) = [SOT, C concepts x n_max tokens]; keep (B, L) real keys;
+    valid (B, C, n_max) real word tokens; n_words (B, C) word tokens per sampled word.
+    """
+    logits = torch.matmul(query, keys.permute(0, 2, 3, 1)).float() * query.shape[-1] ** -0.5  # (B, h, N, L)
+    logits = logits.masked_fill(~keep[:, None, None, :], float("-inf"))
+    probs = logits.softmax(dim=-1).mean(dim=2)  # (B, h, L): softmax over all keys (SOT included), mean over N
+    per_token = probs[..., 1:].unflatten(-1, valid.shape[1:]) * valid[:, None]  # (B, h, C, n_max)
+    scores = per_token.sum(-1) / n_words[:, None]  # (B, h, C): mean over each word's tokens, SOT excluded
+    return scores.argmax(dim=-1)  # the first maximum, like torch.argmax in the reference
 
 
 def sample_words(word_counts: list[int], num_evaluations: int, num_layers: int, generator: torch.Generator) -> torch.Tensor:

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results_dir", default="results", help="folder with the shards (*.npz); default ./results")
     parser.add_argument("--shards", nargs="+", type=Path, help="explicit shard files (instead of --results_dir)")
     parser.add_argument("--output_dir", default="final_result", help="where to write; default ./final_result")
-    parser.add_argument("--prompt", default="merged", help="prompt list name the shards were made with")
+    parser.add_argument("--prompt", default="imagenet", help="prompt list name (or file) the shards were made with")
     parser.add_argument("--description", default="340_final_text_descriptions", help="concept word set name")
     parser.add_argument("--model_card", default="CompVis/stable-diffusion-v1-4",
                         help="selects shards of this model (by its model_version, e.g. sd_v1_4)")
@@ -101,6 +101,10 @@ def _shard_paths(args) -> tuple[list[Path], str]:
 
 
 def run(args) -> list[Path]:
+    from ..concepts import description_name
+    from ..prompts import prompt_name
+
+    args.prompt, args.description = prompt_name(args.prompt), description_name(args.description)
     model_version = _model_version(args.model_card)
     paths, where = _shard_paths(args)
     shards, notes = select_shards(paths, prompt=args.prompt, description=args.description,

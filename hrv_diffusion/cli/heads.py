@@ -73,7 +73,8 @@ def load_unet(model: str, config_only: bool):
         if (path / "config.json").is_file():
             path = path / "config.json"  # a UNet folder (e.g. some-model/unet) rather than a pipeline folder
         elif not (config_only and (path / "unet" / "config.json").is_file()):
-            raise _UsageError(f"{model} is not a diffusers folder (no model_index.json, unet/config.json or config.json)")
+            raise _UsageError(f"{model} is not a diffusers folder: no model_index.json, unet/config.json "
+                              "or config.json in it")
     if path.is_file() or config_only:  # a config.json has no weights to load
         try:
             config = load_unet_config(str(path) if path.exists() else model)
@@ -89,16 +90,18 @@ def load_unet(model: str, config_only: bool):
 
 
 def summary_line(layout) -> str:
+    """``128 CA heads in 16 layers (down 48, mid 8, up 72)``."""
+    from ..heads import PLACES
+
     heads = Counter()
     for layer in layout.layers:
         heads[layer.place] += layer.heads
-    from ..heads import PLACES
-
     places = ", ".join(f"{place} {heads[place]}" for place in PLACES)
     return f"{layout.num_heads} CA heads in {len(layout.layers)} layers ({places})"
 
 
 def format_lines(layout, labels_only: bool = False) -> list[str]:
+    """One line per CA head in the published order: label, or label<TAB>module<TAB>HxW."""
     lines = []
     for layer in layout.layers:
         height, width = layer.resolution

@@ -55,7 +55,7 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16) -> argpar
     g.add_argument("--resume", action="store_true", help="continue existing shards instead of refusing to overwrite them")
     g.add_argument("--checkpoint_every", type=int, default=100, help="save the shard every N prompts")
     g.add_argument("--max_prompts", type=int, default=None, help="use only the first N prompts of the list")
-    g.add_argument("--compile", action="store_true", help="torch.compile the UNet (faster on GPUs for long runs)")
+    g.add_argument("--compile", action="store_true", help="compile every UNet region but the cross-attention layers (faster on GPUs for long runs)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -69,11 +69,11 @@ def _distributed() -> tuple[int, int, int]:
 def run(args) -> int:
     import torch
 
-    from ..concepts import check_counts, check_token_lengths, read_concept_set, resolve_description
+    from ..concepts import check_counts, check_token_lengths, description_name, read_concept_set, resolve_description
     from ..construction import RelevanceSettings, rank_indices, run_relevance, subset_indices
     from ..embeddings import embeddings_path, load_text_embeddings
     from ..models import load_pipeline, model_version
-    from ..prompts import load_prompts, prompts_fingerprint
+    from ..prompts import load_prompts, prompt_name, prompts_fingerprint
 
     rank, world_size, local_rank = _distributed()
     if world_size > 1 and not torch.distributed.is_initialized():
@@ -84,11 +84,10 @@ def run(args) -> int:
     concept_file = resolve_description(args.description)
     concepts = read_concept_set(concept_file, args.num_concepts, args.num_words_per_concept)
     check_counts(concepts, args.num_concepts, args.num_words_per_concept)
-    description = Path(args.description).stem if Path(args.description).suffix else args.description
+    description = description_name(args.description)
     prompts = load_prompts(args.prompt)
     if args.max_prompts:
         prompts = prompts[: args.max_prompts]
-    prompt_name = Path(args.prompt).stem.removeprefix("prompt_list_") if Path(args.prompt).suffix else args.prompt
     mv = model_version(args.model_card)
     output_dir = Path(args.output_dir)
     emb_file = Path(args.embeddings) if args.embeddings else embeddings_path(output_dir, description, mv)
@@ -107,12 +106,15 @@ def run(args) -> int:
     pipe = load_pipeline(args.model_card, dtype=dtype, device=device, scheduler=args.scheduler)
     check_token_lengths(concepts, pipe.tokenizer)
     if args.compile:
-        pipe.unet = torch.compile(pipe.unet)
+        from ..speed import compile_unet_regions
+
+        compile_unet_regions(pipe.unet)
     settings = RelevanceSettings(
-        model_card=args.model_card, model_version=mv, description=description, prompt=prompt_name,
+        model_card=args.model_card, model_version=mv, description=description, prompt=prompt_name(args.prompt),
         epochs=args.epochs, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
         negative_prompt=args.negative_prompt, seed=args.seed, seeding="legacy" if args.legacy_seeding else "per_prompt",
         batch_size=args.batch_size, dtype=dtype, subset=subset, checkpoint_every=args.checkpoint_every,
+        compile=args.compile,
         extra={"scheduler": args.scheduler})
     metadata = {"concept_fingerprint": concepts.fingerprint(), "concept_names": list(concepts.names),
                 "prompt_fingerprint": prompts_fingerprint(prompts)}
