@@ -234,7 +234,7 @@ def _write_run(folder: Path, model_version="sd_v1_4") -> np.ndarray:
         meta = {
             "model_card": "CompVis/stable-diffusion-v1-4", "model_version": model_version,
             "description": "340_final_text_descriptions", "concept_fingerprint": "x", "concept_names": concepts,
-            "prompt": "merged", "prompt_fingerprint": "y", "num_prompts_total": 6, "num_inference_steps": 2,
+            "prompt": "imagenet", "prompt_fingerprint": "y", "num_prompts_total": 6, "num_inference_steps": 2,
             "num_evaluations": 3, "guidance_scale": 7.5, "negative_prompt": False, "seed": 22,
             "seeding": "per_prompt", "epoch": 1, "dtype": "float32", "head_labels": labels, "subset": None,
             "rank": rank, "world_size": 2, "version": "0.1.0",
@@ -253,7 +253,7 @@ def test_cli_end_to_end_from_another_cwd(tmp_path, monkeypatch, capsys):
     assert extract_main(["--results_dir", str(results)]) == 0
     out = capsys.readouterr().out
     assert "epoch 1: 6 of 6 prompts from 2 shard(s)" in out and "skipped" in out
-    stem = "epoch_1_to_1_neg_prompt_False_merged_340_final_text_descriptions_sd_v1_4"
+    stem = "epoch_1_to_1_neg_prompt_False_imagenet_340_final_text_descriptions_sd_v1_4"
     cv = np.load(elsewhere / "final_result" / f"category_vectors_{stem}.npy")  # default output: ./final_result
     assert np.allclose(cv, hrv_from_rank(relevance(total)))
     assert (elsewhere / "final_result" / "340_final_ranking_list.npy").is_file()
