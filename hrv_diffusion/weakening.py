@@ -1,0 +1,184 @@
+"""Ordered weakening: scale the post-softmax cross-attention probabilities of chosen heads, per image.
+
+The paper weakens the k most relevant heads of a concept first (MoRHF, order ``top``) or the k least relevant
+first (LeRHF, ``bottom``), multiplying their probabilities by -2.0 (no renormalization) on the prompt's word tokens,
+in the conditional half of the CFG batch, at all 51 evaluations. Images of one prompt differ only in which heads
+are scaled, so many (order, k, seed) images run in one batched pipeline call with per-sample head masks.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .attention import HeadTrace
+from .heads import HeadLayout, head_layout
+from .paths import child_dir, safe_folder_name
+
+ORDERS = ("top", "bottom")
+
+
+def word_token_positions(tokenizer, text: str, word: str) -> list[int]:
+    """Token positions (1-based, after SOT) of every occurrence of ``word`` among the space-separated words of
+    ``text``: the Prompt-to-Prompt alignment (decode each token, walk the words by decoded length)."""
+    words = text.split(" ")
+    target = word.strip().split(" ")
+    positions = {i for i in range(len(words) - len(target) + 1) if words[i : i + len(target)] == target}
+    positions = {i + j for i in positions for j in range(len(target))}
+    pieces = [tokenizer.decode([t]).strip("#") for t in tokenizer.encode(text)][1:-1]
+    out, ptr, cur_len = [], 0, 0
+    for i, piece in enumerate(pieces):
+        cur_len += len(piece)
+        if ptr in positions:
+            out.append(i + 1)
+        if ptr < len(words) and cur_len >= len(words[ptr]):
+            ptr, cur_len = ptr + 1, 0
+    return out
+
+
+def weakened_tokens(tokenizer, prompt: str, concept_word: str | None = None, length: int = 77) -> torch.Tensor:
+    """(length,) bool: the tokens to weaken. Faithful default (``concept_word=None``): the positions of every word
+    of the prompt, as the reference does, i.e. all tokens between SOT and the first EOT. With ``concept_word``: only
+    that word's tokens (an error if it is not in the prompt)."""
+    mask = torch.zeros(length, dtype=torch.bool)
+    words = [concept_word] if concept_word else [w for w in prompt.split(" ") if w]
+    for word in words:
+        positions = [p for p in word_token_positions(tokenizer, prompt, word) if p < length]
+        if concept_word and not positions:
+            raise ValueError(f"the word {concept_word!r} is not in the prompt {prompt!r}: "
+                             "use --weaken prompt_tokens or put the word in the prompt")
+        mask[positions] = True
+    return mask
+
+
+class HeadWeakening:
+    """Controller for ``HeadTrace``: per sample b, multiply the probabilities of heads ``head_masks[b]`` at tokens
+    ``token_masks[b]`` by ``factor`` during evaluations [int(start*T), int(end*T))."""
+
+    def __init__(self, layout: HeadLayout, head_masks: torch.Tensor, token_masks: torch.Tensor, factor: float = -2.0,
+                 window: tuple[float, float] = (0.0, 1.01), num_evaluations: int = 51, device=None):
+        # head_masks (B, H) bool; token_masks (B, T) bool
+        self.first, self.stop = int(window[0] * num_evaluations), int(window[1] * num_evaluations)
+        self.scales = {}  # module name -> (B, h, T) factor or 1, only for layers with a weakened head
+        for layer in layout.layers:
+            heads = head_masks[:, layer.offset : layer.offset + layer.heads]  # (B, h)
+            if heads.any():
+                hit = heads[:, :, None] & token_masks[:, None, :]  # (B, h, T)
+                self.scales[layer.module_name] = torch.where(hit, factor, 1.0).to(device)
+
+    def token_scale(self, layer, step: int):
+        if not self.first <= step < self.stop:
+            return None
+        return self.scales.get(layer.module_name)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image: weaken the first ``k`` heads of ``order`` for the latent of ``seed``."""
+
+    order: str
+    k: int
+    seed: int
+
+
+def plan_jobs(k_list, seeds, orders=ORDERS) -> list[Job]:
+    """k = 0 (no weakening) once per seed; it is saved under every order."""
+    jobs = [Job(orders[0], 0, s) for s in seeds] if 0 in k_list else []
+    return jobs + [Job(o, k, s) for o in orders for k in k_list if k > 0 for s in seeds]
+
+
+def image_paths(prompt_dir: Path, job: Job, orders=ORDERS) -> list[Path]:
+    """``{prompt_dir}/{order}/{order}_{k}/{seed}.png``; k = 0 goes to every order."""
+    return [prompt_dir / o / f"{o}_{job.k}" / f"{job.seed}.png" for o in (orders if job.k == 0 else (job.order,))]
+
+
+def prompt_dir(output_path, experiment_num, prompt: str) -> Path:
+    """The folder of one prompt's images; the prompt is sanitized and never escapes the output folder."""
+    return child_dir(Path(output_path) / f"exp_{experiment_num}", safe_folder_name(prompt))
+
+
+def _save_png(image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    os.close(fd)
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir: Path, *, factor: float = -2.0,
+                      window=(0.0, 1.01), concept_word: str | None = None, num_inference_steps: int = 50,
+                      guidance_scale: float = 7.5, batch_size: int = 16, skip_existing: bool = True,
+                      progress=None) -> int:
+    """Generate the images of ``jobs`` for one prompt; return how many were generated.
+
+    ``ranked_heads(order, k)`` gives the k global head indices to weaken (from an HRV or the published head_roles).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    layout = head_layout(pipe.unet)
+    todo = [j for j in jobs if not (skip_existing and all(p.exists() for p in image_paths(out_dir, j)))]
+    tokens = weakened_tokens(pipe.tokenizer, prompt, concept_word)
+    pipe.scheduler.set_timesteps(num_inference_steps)
+    num_evaluations = len(pipe.scheduler.timesteps)
+    config = pipe.unet.config
+    param = next(pipe.unet.parameters())
+    writer = ThreadPoolExecutor(max_workers=8)  # PNG encoding overlaps the next batch's generation
+    pending = []
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        head_masks = torch.zeros(len(batch), layout.num_heads, dtype=torch.bool)  # (B, H)
+        for b, job in enumerate(batch):
+            if job.k:
+                head_masks[b, list(ranked_heads(job.order, job.k))] = True
+        latents = torch.cat([
+            torch.randn((1, config.in_channels, config.sample_size, config.sample_size),
+                        generator=torch.Generator().manual_seed(job.seed)) for job in batch
+        ]).to(param.device, param.dtype)
+        weakening = HeadWeakening(layout, head_masks, tokens.expand(len(batch), -1), factor, window,
+                                  num_evaluations, device=param.device)
+        with HeadTrace(pipe, [weakening], cfg=guidance_scale > 1.0), torch.no_grad():
+            images = pipe(prompt=[prompt] * len(batch), latents=latents, num_inference_steps=num_inference_steps,
+                          guidance_scale=guidance_scale).images
+        pending += [writer.submit(_save_png, image, path)
+                    for job, image in zip(batch, images) for path in image_paths(out_dir, job)]
+        if progress is not None:
+            progress.update(len(batch))
+    writer.shutdown(wait=True)
+    for future in pending:
+        future.result()  # re-raise a failed write
+    return len(todo)
+
+
+class HrvHeads:
+    """Head order from an HRV row: MoRHF = descending, LeRHF = ascending, ties by head index (stable)."""
+
+    def __init__(self, hrv_row):
+        from .published import head_order
+
+        self.orders = {o: head_order(np.asarray(hrv_row), o) for o in ORDERS}
+
+    def __call__(self, order: str, k: int) -> list[int]:
+        return self.orders[order][:k].tolist()
+
+
+class HeadRolesHeads:
+    """Head order read from the published head_roles CSVs (one file per order and k: the paper's exact tie order)."""
+
+    def __init__(self, path_for, concept: str, layout: HeadLayout):
+        self.path_for, self.concept, self.layout = path_for, concept, layout
+
+    def __call__(self, order: str, k: int) -> list[int]:
+        from .published import read_head_roles
+
+        path = Path(self.path_for(order, k))
+        if not path.exists():
+            raise FileNotFoundError(f"no head_roles file {path}: extract it with extract_head_relevance_vectors.py "
+                                    "or pass --hrv to rank heads from an HRV")
+        roles = read_head_roles(path)
+        if self.concept not in roles:
+            raise ValueError(f"concept {self.concept!r} is not in {path.name}; it has: {', '.join(roles)}")
+        return [self.layout.index_of(label) for label in roles[self.concept][:k]]

@@ -1,0 +1,116 @@
+"""Ordered weakening: per-sample head masks in one batch, token selection, job planning, the CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hrv_diffusion.attention import HeadTrace
+from hrv_diffusion.heads import head_layout
+from hrv_diffusion.models import load_pipeline
+from hrv_diffusion.tokenizer import clip_tokenizer
+from hrv_diffusion.weakening import (HeadWeakening, HrvHeads, Job, generate_weakened, image_paths, plan_jobs,
+                                     weakened_tokens, word_token_positions)
+
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline("tiny-sd")
+
+
+def run(pipe, prompt, head_masks, factor=-2.0, seeds=None):
+    """Latents of one batched call with per-sample head masks (all prompt tokens weakened)."""
+    b = head_masks.shape[0]
+    seeds = seeds or [10] * b
+    latents = torch.cat([torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(s)) for s in seeds])
+    tokens = weakened_tokens(pipe.tokenizer, prompt).expand(b, -1)
+    pipe.scheduler.set_timesteps(STEPS)
+    control = HeadWeakening(head_layout(pipe.unet), head_masks, tokens, factor, num_evaluations=len(pipe.scheduler.timesteps))
+    with HeadTrace(pipe, [control]), torch.no_grad():
+        return pipe([prompt] * b, latents=latents, num_inference_steps=STEPS, output_type="latent").images
+
+
+def test_batched_masks_equal_one_image_at_a_time(pipe):
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(4, 22, generator=g) < 0.4  # (B, H) different heads per sample
+    masks[0] = False
+    batched = run(pipe, "a red car", masks, seeds=[10, 20, 30, 10])
+    for b in range(4):
+        single = run(pipe, "a red car", masks[b : b + 1], seeds=[[10, 20, 30, 10][b]])
+        torch.testing.assert_close(batched[b : b + 1], single, atol=2e-5, rtol=2e-5)
+    assert not torch.allclose(batched[0], batched[3])  # same seed, weakened heads differ -> images differ
+
+
+def test_factor_one_equals_plain_generation(pipe):
+    masks = torch.ones(2, 22, dtype=torch.bool)
+    weakened = run(pipe, "a red car", masks, factor=1.0)
+    latents = torch.cat([torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(10))] * 2)
+    with torch.no_grad():
+        plain = pipe(["a red car"] * 2, latents=latents, num_inference_steps=STEPS, output_type="latent").images
+    torch.testing.assert_close(weakened, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_all_heads_top_equals_bottom():
+    hrv = np.random.default_rng(0).random(22)
+    heads = HrvHeads(hrv)
+    assert sorted(heads("top", 22)) == sorted(heads("bottom", 22)) == list(range(22))
+    assert heads("top", 3) == list(np.argsort(-hrv)[:3]) and heads("bottom", 3) == list(np.argsort(hrv)[:3])
+
+
+def test_ties_break_by_head_index():
+    heads = HrvHeads(np.array([1.0, 2.0, 2.0, 0.0, 0.0]))
+    assert heads("top", 3) == [1, 2, 0] and heads("bottom", 3) == [3, 4, 0]
+
+
+def test_word_token_positions():
+    tok = clip_tokenizer()
+    assert word_token_positions(tok, "a blue car", "blue") == [2]
+    assert word_token_positions(tok, "a blue car", "red") == []
+    n = len(tok.encode("a cubist style painting of a castle")) - 2
+    assert weakened_tokens(tok, "a cubist style painting of a castle").nonzero().flatten().tolist() == list(range(1, n + 1))
+    word = weakened_tokens(tok, "a steampunk style painting of a castle", "steampunk").nonzero().flatten().tolist()
+    assert word == list(range(2, 2 + len(tok.encode("steampunk")) - 2))
+    with pytest.raises(ValueError, match="not in the prompt"):
+        weakened_tokens(tok, "a red car", "blue")
+
+
+def test_plan_jobs_runs_k0_once():
+    jobs = plan_jobs([0, 1, 5], [10, 20])
+    assert len(jobs) == 2 + 2 * 2 * 2
+    assert [j for j in jobs if j.k == 0] == [Job("top", 0, 10), Job("top", 0, 20)]
+
+
+def test_generate_writes_layout_and_skips_existing(pipe, tmp_path):
+    jobs = plan_jobs([0, 2], [10])
+    heads = HrvHeads(np.arange(22.0))
+    made = generate_weakened(pipe, "a red car", heads, jobs, tmp_path, num_inference_steps=STEPS, batch_size=2)
+    assert made == 3
+    for name in ["top/top_0/10.png", "bottom/bottom_0/10.png", "top/top_2/10.png", "bottom/bottom_2/10.png"]:
+        assert (tmp_path / name).is_file()
+    assert image_paths(tmp_path, Job("top", 0, 10)) == [tmp_path / "top/top_0/10.png", tmp_path / "bottom/bottom_0/10.png"]
+    assert generate_weakened(pipe, "a red car", heads, jobs, tmp_path, num_inference_steps=STEPS) == 0
+
+
+def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    from hrv_diffusion.cli.weakening import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "final_result").mkdir()
+    hrv = np.random.default_rng(1).random((34, 22)).astype(np.float32)
+    np.save(tmp_path / "final_result" / "my_hrv.npy", hrv)
+    args = ["--model_card", "tiny-sd", "--prompt", "a ../../red car", "--concept", "Color", "--seeds", "10",
+            "--heads_to_be_perturbed", "0", "3", "--n_inference_steps", "2", "--hrv", "final_result/my_hrv.npy",
+            "--experiment_num", "1", "--quiet"]
+    assert main(args) == 0
+    root = tmp_path / "ordered_weakening_analysis" / "hp_outputs" / "exp_1"
+    pngs = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    assert len(pngs) == 4 and all(p.count("/") == 3 for p in pngs)  # one sanitized prompt folder, inside exp_1
+    assert main([("Colour" if a == "Color" else a) for a in args]) == 2
+    assert "unknown concept" in capsys.readouterr().err
+    bad = args.copy()
+    bad[bad.index("final_result/my_hrv.npy")] = "final_result/wrong.npy"
+    np.save(tmp_path / "final_result" / "wrong.npy", hrv[:, :5])
+    assert main(bad) == 2
+    assert "shape" in capsys.readouterr().err
