@@ -20,6 +20,11 @@ MODEL_VERSIONS = {
 }
 
 
+# The built-in toy model (issue 4): a small SD-structured model trained on synthetic colored shapes.
+TOY_MODEL_DIR = Path(__file__).resolve().parent / "data" / "toy"
+ALIASES = {"toy": TOY_MODEL_DIR}
+
+
 class ModelNotAvailableError(RuntimeError):
     """The weights are neither in a local folder nor in the Hugging Face cache (and no network)."""
 
@@ -28,6 +33,8 @@ def model_version(card: str) -> str:
     """``sd_v1_4`` / ``sd_xl_base_1_0`` for the paper's models, else a file-name-safe form of the card."""
     if card in MODEL_VERSIONS:
         return MODEL_VERSIONS[card]
+    if card in ALIASES:
+        return card
     name = Path(card.rstrip("/")).name if Path(card).exists() else card
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "model"
 
@@ -63,7 +70,8 @@ def load_unet_config(card: str) -> dict:
 
     from diffusers import UNet2DConditionModel
 
-    path = Path(card)
+    path = Path(ALIASES.get(card, card))
+    card = str(path) if card in ALIASES else card
     if path.is_file():
         return json.loads(path.read_text())
     if card in _tiny_models():
@@ -96,6 +104,7 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
     if scheduler not in ("pndm", "model"):
         raise ValueError(f"scheduler must be 'pndm' or 'model', not {scheduler!r}")
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    card = str(ALIASES.get(card, card))
     if card in _tiny_models():
         pipe = _tiny_models()[card]()
         if torch_dtype != torch.float32:

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Ordered weakening on the toy model: MoRHF vs LeRHF accuracy for every toy concept (evaluator, not CLIP).
+
+    python toy/weakening_eval.py --out docs/toy          # after the toy HRVs are in final_result/ (see README)
+
+Writes OUT/weakening_results.json (every concept, every attribute) and OUT/weakening_{concept}.png/.pdf.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hrv_diffusion.concepts import read_concept_set, resolve_description  # noqa: E402
+from hrv_diffusion.models import load_pipeline  # noqa: E402
+from hrv_diffusion.published import OutputNames, read_hrv  # noqa: E402
+from hrv_diffusion.toy.weakening import weakening_curves  # noqa: E402
+from hrv_diffusion.weakening_plots import plot_weakening_curves  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--final_result", default=str(ROOT / "final_result"))
+    p.add_argument("--prompt", default="toy", help="prompt-list name of the HRV files")
+    p.add_argument("--concepts", nargs="+", default=["Color", "Shape", "Size", "Position", "Background"])
+    p.add_argument("--k", type=int, nargs="+", default=[0, 7, 14, 28], help="heads weakened (56 in all)")
+    p.add_argument("--n", type=int, default=32, help="captions (one image each) per (order, k)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--out", default="docs/toy")
+    args = p.parse_args(argv)
+    concepts = read_concept_set(resolve_description("toy_concepts"))
+    names = OutputNames(last_epoch=1, negative_prompt=False, prompt=args.prompt, description="toy_concepts",
+                        model_version="toy")
+    final = Path(args.final_result)
+    hrv, _ = read_hrv(final / names.category_vectors(), final / names.head_index())
+    pipe = load_pipeline("toy")
+    start = time.perf_counter()
+    results = weakening_curves(pipe, hrv, list(concepts.names), args.concepts, args.k, n=args.n, seed=args.seed,
+                               steps=args.steps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"model": "toy", "n_captions": args.n, "steps": args.steps, "seed": args.seed, "k": args.k,
+              "factor": -2.0, "tokens": "every prompt token", "seconds": round(time.perf_counter() - start, 1),
+              "concepts": results}
+    (out / "weakening_results.json").write_text(json.dumps(report, indent=1) + "\n")
+    for concept, r in results.items():
+        plot_weakening_curves(r["curve"], f"{concept} (toy model)", out / f"weakening_{concept}.png",
+                              drop_k=(), ylabel=f"{r['attribute']} accuracy (evaluator)")
+        print(concept, {k: round(v, 3) for k, v in r["curve"].items()}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
