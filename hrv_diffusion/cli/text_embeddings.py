@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model dtype; the stored embeddings are float32 either way")
     parser.add_argument("--batch_size", type=int, default=32, help="words encoded per text-encoder call")
     parser.add_argument("--output_dir", default=".", help="folder that receives word_lists/")
+    parser.add_argument("--prompt", default=None,
+                        help="ignored here: accepted so that the three HRV scripts take the same flags")
     parser.add_argument("--num_concepts", type=int, default=None,
                         help="check that the set has this many concepts (the paper: 34)")
     parser.add_argument("--num_words_per_concept", type=int, default=None,
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1:
         build_parser().error("--batch_size must be at least 1")
     try:
-        print(run(TextEmbeddingSettings(**vars(args))))
+        print(run(TextEmbeddingSettings(**{k: v for k, v in vars(args).items() if k != "prompt"})))
     except (ModelNotAvailableError, ConceptSetError) as error:
         print("error: " + " ".join(str(error).split()), file=sys.stderr)
         return 2
