@@ -1,9 +1,12 @@
 """GPU benchmark of ordered-weakening generation on the SD v1.4 architecture (random weights).
 
-Ours: fp16, every (order, k, seed) image of a prompt in batched pipeline calls with per-sample head masks (k = 0 once),
-VAE decode and PNG writing included. The reference way: one fp32 image per pipeline call with explicit (non-fused)
-attention in every layer and the weakening applied to explicit probabilities, as SNU-DRL/HRV's monkeypatched forward
-does. Both in one process on the same card.
+Ours: fp16, the (order, k, seed) images of a prompt in even batched pipeline calls with per-sample head masks;
+images with the same head set (k = 0 under both orders, k = 128 top and bottom) are generated once and written to
+every path; VAE decode, uint8 conversion and PNG writing included. Measured eager, then with ``--compile``
+(UNet regions compiled, cuDNN autotuning), in one process. The reference way: one fp32 image per pipeline call with
+explicit (non-fused) attention in every layer and the weakening applied to explicit probabilities, as SNU-DRL/HRV's
+monkeypatched forward does, cuDNN defaults. The experiment's unit is the reference's: 15 k x 2 orders x 3 seeds = 90
+images per prompt.
 
     python bench/bench_weakening.py --prompts 3 --reference_images 3 --out bench/results/weakening_sd_v1_4.json
 """
@@ -28,7 +31,8 @@ from bench_hrv import random_pipeline  # noqa: E402
 from hrv_diffusion.attention import HeadTrace  # noqa: E402
 from hrv_diffusion.experiments import build_prompts, experiment  # noqa: E402
 from hrv_diffusion.heads import head_layout  # noqa: E402
-from hrv_diffusion.weakening import HeadWeakening, HrvHeads, generate_weakened, plan_jobs, weakened_tokens  # noqa: E402
+from hrv_diffusion.weakening import (HeadWeakening, HrvHeads, _save_png, generate_weakened, image_paths,  # noqa: E402
+                                     plan_jobs, plan_renders, to_uint8, weakened_tokens)
 
 K_LIST = [0, 1, 11, 21, 31, 41, 51, 61, 71, 81, 91, 101, 111, 121, 128]
 SEEDS = [10, 20, 30]
@@ -44,46 +48,81 @@ class ExplicitWeakening(HeadWeakening):
         return None
 
 
+def timed(fn):
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start, out
+
+
+def phases(pipe, prompt, renders, heads_mask_fn, report, key):
+    """Seconds per image of one batch: UNet loop only (latents), VAE decode + uint8, PNG encode (one thread)."""
+    latents = torch.randn((len(renders), 4, 64, 64), generator=torch.Generator().manual_seed(0)).cuda().half()
+    layout = head_layout(pipe.unet)
+    tokens = weakened_tokens(pipe.tokenizer, prompt).expand(len(renders), -1)
+
+    def unet_loop():
+        control = HeadWeakening(layout, heads_mask_fn(), tokens, -2.0, num_evaluations=51, device="cuda")
+        with HeadTrace(pipe, [control]), torch.no_grad():
+            return pipe([prompt] * len(renders), latents=latents, num_inference_steps=50, output_type="latent").images
+
+    unet_loop()  # warm-up (and cuDNN autotuning when on)
+    seconds, out = timed(unet_loop)
+    with torch.no_grad():
+        decode = lambda: to_uint8(pipe.image_processor.postprocess(
+            pipe.vae.decode(out / pipe.vae.config.scaling_factor).sample, output_type="pt"))
+        decode()
+        decode_seconds, pixels = timed(decode)
+    png_start = time.perf_counter()
+    for i in range(4):
+        _save_png(pixels[i], Path(tempfile.gettempdir()) / "phase.png")
+    report[key] = {"batch": len(renders), "unet_loop_s_per_image": seconds / len(renders),
+                   "vae_decode_uint8_s_per_image": decode_seconds / len(renders),
+                   "png_encode_one_thread_s_per_image": (time.perf_counter() - png_start) / 4}
+    print(key, json.dumps(report[key]), flush=True)
+
+
+def experiment_run(pipe, prompts, heads, jobs, batch, out, report, key):
+    out = Path(out)
+    generate_weakened(pipe, "warm-up " + prompts[0], heads, jobs, out / "warm", batch_size=batch)  # compiles, tunes
+    torch.cuda.reset_peak_memory_stats()
+    seconds, made = timed(lambda: sum(generate_weakened(pipe, prompt, heads, jobs, out / f"p{i}", batch_size=batch)
+                                      for i, prompt in enumerate(prompts)))
+    files = sum(len(list((out / f"p{i}").rglob("*.png"))) for i in range(len(prompts)))
+    renders = len(plan_renders(jobs, heads)) * len(prompts)
+    report[key] = {"jobs": made, "images_written": files, "images_generated": renders, "seconds": seconds,
+                   "images_written_per_s": files / seconds, "images_generated_per_s": renders / seconds,
+                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    print(key, json.dumps(report[key]), flush=True)
+    shutil.rmtree(out)
+
+
+def save(report, path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=1) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--prompts", type=int, default=3)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=48, help="at most this many images per call (84 -> 42 + 42)")
     p.add_argument("--reference_images", type=int, default=3)
-    p.add_argument("--compile", action="store_true", help="compile the UNet regions (not cross-attention)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     from diffusers.models.attention_processor import AttnProcessor
 
+    from hrv_diffusion.speed import compile_unet_regions
+
     prompts = build_prompts(experiment(5))[: args.prompts]
     heads = HrvHeads(np.random.default_rng(0).random(128))
     jobs = plan_jobs(K_LIST, SEEDS)
+    per_prompt = sum(len(image_paths(Path("."), j)) for j in jobs)
     report = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "model": "SD v1.4 architecture, random weights",
-              "k_list": K_LIST, "seeds": SEEDS, "images_per_prompt": len(jobs), "prompts": len(prompts), "batch": args.batch}
-
-    pipe = random_pipeline("sd", torch.float16, "cuda")
-    report["compile"] = args.compile
-    if args.compile:
-        from hrv_diffusion.speed import compile_unet_regions
-
-        compile_unet_regions(pipe.unet)
-    out = Path(tempfile.mkdtemp())
-    generate_weakened(pipe, prompts[0], heads, jobs[: args.batch], out / "warm", batch_size=args.batch)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    made = sum(generate_weakened(pipe, prompt, heads, jobs, out / f"p{i}", batch_size=args.batch)
-               for i, prompt in enumerate(prompts))
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    report["ours_images"] = made
-    report["ours_seconds"] = seconds
-    report["ours_images_per_s"] = made / seconds
-    print(f"ours: {made} images in {seconds:.1f} s = {made / seconds:.2f} images/s", flush=True)
-    shutil.rmtree(out)
-
-    if args.compile:
-        torch._dynamo.reset()
-        pipe = random_pipeline("sd", torch.float32, "cuda")  # uncompiled, same seeded weights
-    pipe.to(torch.float32)
+              "k_list": K_LIST, "seeds": SEEDS, "images_per_prompt": per_prompt,
+              "images_generated_per_prompt": len(plan_renders(jobs, heads)), "prompts": len(prompts), "batch": args.batch}
+    print(json.dumps(report), flush=True)
+    pipe = random_pipeline("sd", torch.float32, "cuda")  # same seeded weights as the fp16 one
     pipe.unet.set_attn_processor(AttnProcessor())  # explicit attention everywhere
     layout = head_layout(pipe.unet)
     tokens = weakened_tokens(pipe.tokenizer, prompts[0])[None]
@@ -101,12 +140,44 @@ def main():
         torch.cuda.synchronize()
         if i:  # the first is a warm-up
             times.append(time.perf_counter() - start)
-    report["reference_way_s_per_image"] = float(np.median(times))
-    report["reference_way_images_per_s"] = 1 / report["reference_way_s_per_image"]
-    report["speedup"] = report["ours_images_per_s"] / report["reference_way_images_per_s"]
+    ref = float(np.median(times))
+    report["reference_way_s_per_image"] = ref
+    report["reference_way_images_per_s"] = 1 / ref
+    print(json.dumps(report), flush=True)
+    save(report, args.out)
+    del pipe
+    torch.cuda.empty_cache()
+
+    pipe = random_pipeline("sd", torch.float16, "cuda")
+    renders = plan_renders(jobs, heads)[:42]
+
+    def masks():
+        m = torch.zeros(len(renders), 128, dtype=torch.bool)
+        for b, r in enumerate(renders):
+            m[b, list(r.heads)] = True
+        return m
+
+    phases(pipe, prompts[0], renders, masks, report, "phases_eager")
+    torch.backends.cudnn.benchmark = True
+    phases(pipe, prompts[0], renders, masks, report, "phases_eager_cudnn_benchmark")
+    torch.backends.cudnn.benchmark = False
+    save(report, args.out)
+
+    tmp = Path(tempfile.mkdtemp())
+    experiment_run(pipe, prompts, heads, jobs, args.batch, tmp / "eager", report, "eager")
+    save(report, args.out)
+    torch.backends.cudnn.benchmark = True
+    compile_start = time.perf_counter()
+    compile_unet_regions(pipe.unet)
+    experiment_run(pipe, prompts, heads, jobs, args.batch, tmp / "compiled", report, "compiled")
+    report["compiled"]["warm_up_and_compile_s"] = time.perf_counter() - compile_start - report["compiled"]["seconds"]
+    save(report, args.out)
+    torch.backends.cudnn.benchmark = False
+
+    for key in ("eager", "compiled"):
+        report[key]["speedup"] = report[key]["images_written_per_s"] * ref
     print(json.dumps(report, indent=1), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    save(report, args.out)
 
 
 if __name__ == "__main__":

@@ -101,53 +101,93 @@ def prompt_dir(output_path, experiment_num, prompt: str) -> Path:
     return child_dir(Path(output_path) / f"exp_{experiment_num}", safe_folder_name(prompt))
 
 
-def _save_png(image, path: Path) -> None:
+def _save_png(pixels: np.ndarray, path: Path) -> None:
+    """Write (H, W, 3) uint8 ``pixels`` to ``path`` atomically (temp file + rename)."""
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
     os.close(fd)
-    image.save(tmp, format="PNG")
+    Image.fromarray(pixels).save(tmp, format="PNG")
     os.replace(tmp, path)
+
+
+@dataclass
+class Render:
+    """One image to generate: the latent of ``seed`` with ``heads`` weakened, saved for every job that shares them."""
+
+    seed: int
+    heads: tuple[int, ...]
+    jobs: list[Job]
+
+
+def plan_renders(jobs: list[Job], ranked_heads) -> list[Render]:
+    """Group jobs that weaken the same head set for the same seed (k = 0 under both orders, k = H top and bottom):
+    their images are identical, so each is generated once and written to every path."""
+    renders: dict[tuple, Render] = {}
+    for job in jobs:
+        heads = tuple(sorted(ranked_heads(job.order, job.k))) if job.k else ()
+        renders.setdefault((job.seed, heads), Render(job.seed, heads, [])).jobs.append(job)
+    return list(renders.values())
+
+
+def even_batches(n: int, batch_size: int) -> list[slice]:
+    """Split range(n) into the fewest batches of at most ``batch_size``, with sizes differing by at most one
+    (87 at 32 -> 29 29 29, not 32 32 23), so a compiled UNet sees few shapes."""
+    if n == 0:
+        return []
+    count = -(-n // batch_size)
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8 on the host, converted on the device. Same values as diffusers'
+    PIL output: float32, x 255, round half to even."""
+    return images.float().mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir: Path, *, factor: float = -2.0,
                       window=(0.0, 1.01), concept_word: str | None = None, num_inference_steps: int = 50,
                       guidance_scale: float = 7.5, batch_size: int = 16, skip_existing: bool = True,
                       progress=None) -> int:
-    """Generate the images of ``jobs`` for one prompt; return how many were generated.
+    """Generate the images of ``jobs`` for one prompt; return how many jobs were made (not skipped).
 
     ``ranked_heads(order, k)`` gives the k global head indices to weaken (from an HRV or the published head_roles).
+    Jobs with the same seed and head set are generated once (``plan_renders``); batches are even (``even_batches``);
+    PNG encoding runs in threads while the next batch generates.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     layout = head_layout(pipe.unet)
     todo = [j for j in jobs if not (skip_existing and all(p.exists() for p in image_paths(out_dir, j)))]
+    renders = plan_renders(todo, ranked_heads)
     tokens = weakened_tokens(pipe.tokenizer, prompt, concept_word)
     pipe.scheduler.set_timesteps(num_inference_steps)
     num_evaluations = len(pipe.scheduler.timesteps)
     config = pipe.unet.config
     param = next(pipe.unet.parameters())
-    writer = ThreadPoolExecutor(max_workers=8)  # PNG encoding overlaps the next batch's generation
     pending = []
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        head_masks = torch.zeros(len(batch), layout.num_heads, dtype=torch.bool)  # (B, H)
-        for b, job in enumerate(batch):
-            if job.k:
-                head_masks[b, list(ranked_heads(job.order, job.k))] = True
-        latents = torch.cat([
-            torch.randn((1, config.in_channels, config.sample_size, config.sample_size),
-                        generator=torch.Generator().manual_seed(job.seed)) for job in batch
-        ]).to(param.device, param.dtype)
-        weakening = HeadWeakening(layout, head_masks, tokens.expand(len(batch), -1), factor, window,
-                                  num_evaluations, device=param.device)
-        with HeadTrace(pipe, [weakening], cfg=guidance_scale > 1.0), torch.no_grad():
-            images = pipe(prompt=[prompt] * len(batch), latents=latents, num_inference_steps=num_inference_steps,
-                          guidance_scale=guidance_scale).images
-        pending += [writer.submit(_save_png, image, path)
-                    for job, image in zip(batch, images) for path in image_paths(out_dir, job)]
-        if progress is not None:
-            progress.update(len(batch))
-    writer.shutdown(wait=True)
+    with ThreadPoolExecutor(max_workers=8) as writer:
+        for part in even_batches(len(renders), batch_size):
+            batch = renders[part]
+            head_masks = torch.zeros(len(batch), layout.num_heads, dtype=torch.bool)  # (B, H)
+            for b, render in enumerate(batch):
+                head_masks[b, list(render.heads)] = True
+            latents = torch.cat([
+                torch.randn((1, config.in_channels, config.sample_size, config.sample_size),
+                            generator=torch.Generator().manual_seed(render.seed)) for render in batch
+            ]).to(param.device, param.dtype)
+            weakening = HeadWeakening(layout, head_masks, tokens.expand(len(batch), -1), factor, window,
+                                      num_evaluations, device=param.device)
+            with HeadTrace(pipe, [weakening], cfg=guidance_scale > 1.0), torch.no_grad():
+                images = pipe(prompt=[prompt] * len(batch), latents=latents, num_inference_steps=num_inference_steps,
+                              guidance_scale=guidance_scale, output_type="pt").images  # (B, 3, H, W) in [0, 1]
+            pixels = to_uint8(images)
+            pending += [writer.submit(_save_png, pixels[b], path)
+                        for b, render in enumerate(batch) for job in render.jobs for path in image_paths(out_dir, job)]
+            if progress is not None:
+                progress.update(sum(len(render.jobs) for render in batch))
     for future in pending:
         future.result()  # re-raise a failed write
     return len(todo)

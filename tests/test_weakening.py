@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hrv_diffusion.attention import HeadTrace
 from hrv_diffusion.heads import head_layout
 from hrv_diffusion.models import load_pipeline
 from hrv_diffusion.tokenizer import clip_tokenizer
-from hrv_diffusion.weakening import (HeadWeakening, HrvHeads, Job, generate_weakened, image_paths, plan_jobs,
-                                     weakened_tokens, word_token_positions)
+from hrv_diffusion.weakening import (HeadWeakening, HrvHeads, Job, even_batches, generate_weakened, image_paths,
+                                     plan_jobs, plan_renders, to_uint8, weakened_tokens, word_token_positions)
 
 STEPS = 3
 
@@ -91,6 +92,56 @@ def test_generate_writes_layout_and_skips_existing(pipe, tmp_path):
         assert (tmp_path / name).is_file()
     assert image_paths(tmp_path, Job("top", 0, 10)) == [tmp_path / "top/top_0/10.png", tmp_path / "bottom/bottom_0/10.png"]
     assert generate_weakened(pipe, "a red car", heads, jobs, tmp_path, num_inference_steps=STEPS) == 0
+
+
+def test_plan_renders_merges_identical_head_sets():
+    heads = HrvHeads(np.random.default_rng(0).random(22))
+    jobs = plan_jobs([0, 1, 22], [10, 20])  # 2 (k=0) + 2 orders x 2 k x 2 seeds = 10 jobs
+    renders = plan_renders(jobs, heads)
+    assert len(jobs) == 10 and len(renders) == 2 + 2 * 2 + 2  # k=22 top and bottom are the same set: once per seed
+    assert sum(len(r.jobs) for r in renders) == len(jobs)
+    full = [r for r in renders if len(r.heads) == 22]
+    assert [sorted((j.order, j.seed) for j in r.jobs) for r in full] == [[("bottom", 10), ("top", 10)],
+                                                                         [("bottom", 20), ("top", 20)]]
+    assert all(r.heads == () for r in renders if any(j.k == 0 for j in r.jobs))
+
+
+@pytest.mark.parametrize("n,size", [(87, 32), (84, 42), (90, 16), (5, 8), (1, 1), (0, 4), (33, 32)])
+def test_even_batches_cover_range_with_near_equal_sizes(n, size):
+    parts = even_batches(n, size)
+    lengths = [p.stop - p.start for p in parts]
+    assert [i for p in parts for i in range(p.start, p.stop)] == list(range(n))
+    assert len(parts) == -(-n // size) and (not lengths or max(lengths) - min(lengths) <= 1 and max(lengths) <= size)
+
+
+def test_to_uint8_equals_diffusers_pil_output():
+    from diffusers.image_processor import VaeImageProcessor
+
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    images[0, 0, 0, :4] = torch.tensor([0.5 / 255, 1.5 / 255, 254.5 / 255, 1.0])  # halfway cases round to even
+    for dtype in (torch.float32, torch.float16):
+        expected = np.stack([np.asarray(im) for im in VaeImageProcessor.numpy_to_pil(
+            VaeImageProcessor.pt_to_numpy(images.to(dtype)))])
+        np.testing.assert_array_equal(to_uint8(images.to(dtype)), expected)
+
+
+def test_identical_head_sets_are_generated_once_and_written_everywhere(pipe, tmp_path, monkeypatch):
+    calls = []
+    original = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, *a, **kw: calls.append(len(kw.get("prompt", a[:1]))) or original(self, *a, **kw))
+    jobs = plan_jobs([0, 22], [10])
+    made = generate_weakened(pipe, "a red car", HrvHeads(np.arange(22.0)), jobs, tmp_path, num_inference_steps=STEPS,
+                             batch_size=8)
+    assert made == 3 and calls == [2]  # 3 jobs, 2 distinct images, one call
+    monkeypatch.undo()
+    top, bottom = (np.asarray(Image.open(tmp_path / f"{o}/{o}_22/10.png")) for o in ("top", "bottom"))
+    np.testing.assert_array_equal(top, bottom)
+    masks = torch.ones(1, 22, dtype=torch.bool)
+    single = run(pipe, "a red car", masks)  # all heads weakened, generated alone
+    with torch.no_grad():
+        expected = to_uint8(pipe.image_processor.postprocess(pipe.vae.decode(single / pipe.vae.config.scaling_factor).sample,
+                                                             output_type="pt"))[0]
+    assert np.abs(top.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
