@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_hrv import random_pipeline  # noqa: E402
+from bench_hrv import random_pipeline, timed  # noqa: E402
 from hrv_diffusion.attention import HeadTrace  # noqa: E402
 from hrv_diffusion.experiments import build_prompts, experiment  # noqa: E402
 from hrv_diffusion.heads import head_layout  # noqa: E402
@@ -46,14 +46,6 @@ class ExplicitWeakening(HeadWeakening):
 
     def edit_probs(self, layer, step, probs):
         return None
-
-
-def timed(fn):
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start, out
 
 
 def phases(pipe, prompt, renders, heads_mask_fn, report, key):
