@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m hrv_diffusion.demo --output_dir $(DEMO_DIR)
+	$(PY) -m hrv_diffusion.cli.demo --output_dir $(DEMO_DIR)
 
 test: venv
 	$(PY) -m pytest -q

@@ -16,13 +16,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hrv_diffusion.concepts import read_concept_set, resolve_description  # noqa: E402
-from hrv_diffusion.construction import RelevanceSettings, run_relevance  # noqa: E402
-from hrv_diffusion.embeddings import TextEmbeddings, encode_words  # noqa: E402
-from hrv_diffusion.models import load_pipeline  # noqa: E402
-from hrv_diffusion.prompts import imagenet_prompts  # noqa: E402
-from hrv_diffusion.published import hrv_from_rank, relevance  # noqa: E402
-from hrv_diffusion.shards import load_shard  # noqa: E402
+from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
+from hrv_diffusion.hrv.construction import RelevanceSettings, run_relevance  # noqa: E402
+from hrv_diffusion.hrv.embeddings import TextEmbeddings, encode_words  # noqa: E402
+from hrv_diffusion.core.models import load_pipeline  # noqa: E402
+from hrv_diffusion.hrv.prompts import imagenet_prompts  # noqa: E402
+from hrv_diffusion.hrv.files import hrv_from_rank, relevance  # noqa: E402
+from hrv_diffusion.hrv.shards import load_shard  # noqa: E402
 
 
 def counts_for(card, dtype, prompts, concepts):

@@ -23,15 +23,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hrv_diffusion.concepts import read_concept_set, resolve_description  # noqa: E402
-from hrv_diffusion.construction import RelevanceSettings, run_relevance  # noqa: E402
-from hrv_diffusion.embeddings import TextEmbeddings, encode_words  # noqa: E402
-from hrv_diffusion.models import paper_scheduler  # noqa: E402
-from hrv_diffusion.prompts import imagenet_prompts  # noqa: E402
-from hrv_diffusion.published import hrv_from_rank, relevance  # noqa: E402
-from hrv_diffusion.shards import load_shard  # noqa: E402
-from hrv_diffusion.speed import compile_unet_regions  # noqa: E402
-from hrv_diffusion.tokenizer import clip_tokenizer  # noqa: E402
+from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
+from hrv_diffusion.hrv.construction import RelevanceSettings, run_relevance  # noqa: E402
+from hrv_diffusion.hrv.embeddings import TextEmbeddings, encode_words  # noqa: E402
+from hrv_diffusion.core.models import paper_scheduler  # noqa: E402
+from hrv_diffusion.hrv.prompts import imagenet_prompts  # noqa: E402
+from hrv_diffusion.hrv.files import hrv_from_rank, relevance  # noqa: E402
+from hrv_diffusion.hrv.shards import load_shard  # noqa: E402
+from hrv_diffusion.core.speed import compile_unet_regions  # noqa: E402
+from hrv_diffusion.core.tokenizer import clip_tokenizer  # noqa: E402
 
 CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
               projection_dim=768, hidden_act="quick_gelu")

@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_hrv import random_pipeline  # noqa: E402
-from hrv_diffusion.attention import HeadTrace  # noqa: E402
-from hrv_diffusion.heads import head_layout  # noqa: E402
-from hrv_diffusion.weakening import HeadWeakening, weakened_tokens  # noqa: E402
+from hrv_diffusion.core.attention import HeadTrace  # noqa: E402
+from hrv_diffusion.core.heads import head_layout  # noqa: E402
+from hrv_diffusion.apps.weakening import HeadWeakening, weakened_tokens  # noqa: E402
 
 PROMPT = "a cubist style painting of a castle"
 

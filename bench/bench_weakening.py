@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_hrv import random_pipeline, timed  # noqa: E402
-from hrv_diffusion.attention import HeadTrace  # noqa: E402
-from hrv_diffusion.experiments import build_prompts, experiment  # noqa: E402
-from hrv_diffusion.heads import head_layout  # noqa: E402
-from hrv_diffusion.weakening import (HeadWeakening, HrvHeads, _save_png, generate_weakened, image_paths,  # noqa: E402
+from hrv_diffusion.core.attention import HeadTrace  # noqa: E402
+from hrv_diffusion.apps.weakening_experiments import build_prompts, experiment  # noqa: E402
+from hrv_diffusion.core.heads import head_layout  # noqa: E402
+from hrv_diffusion.apps.weakening import (HeadWeakening, HrvHeads, _save_png, generate_weakened, image_paths,  # noqa: E402
                                      plan_jobs, plan_renders, to_uint8, weakened_tokens)
 
 K_LIST = [0, 1, 11, 21, 31, 41, 51, 61, 71, 81, 91, 101, 111, 121, 128]
@@ -105,7 +105,7 @@ def main():
     args = p.parse_args()
     from diffusers.models.attention_processor import AttnProcessor
 
-    from hrv_diffusion.speed import compile_unet_regions
+    from hrv_diffusion.core.speed import compile_unet_regions
 
     prompts = build_prompts(experiment(5))[: args.prompts]
     heads = HrvHeads(np.random.default_rng(0).random(128))

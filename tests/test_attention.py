@@ -1,6 +1,6 @@
 """HeadTrace / HeadAttnProcessor on the tiny pipelines (CPU, fp32).
 
-The reference below (``ReferenceProcessor``) is written independently of hrv_diffusion.attention: explicit
+The reference below (``ReferenceProcessor``) is written independently of hrv_diffusion.core.attention: explicit
 softmax(Q K^T / sqrt(d)) probabilities, optionally scaled or replaced on the conditional half, times V.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import Attention
 
-from hrv_diffusion.attention import HeadTrace
-from hrv_diffusion.models import load_pipeline
+from hrv_diffusion.core.attention import HeadTrace
+from hrv_diffusion.core.models import load_pipeline
 
 MODELS = ["tiny-sd", "tiny-sdxl"]
 

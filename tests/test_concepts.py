@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the package need not be installed to run the tests
     sys.path.insert(0, str(ROOT))
 
-from hrv_diffusion.concepts import (  # noqa: E402
+from hrv_diffusion.hrv.concepts import (  # noqa: E402
     DEFAULT_DESCRIPTION, ConceptSet, ConceptSetError, check_counts, check_token_lengths, description_name,
     detect_format, read_concept_set, resolve_description, write_concept_set,
 )
@@ -68,7 +68,7 @@ def test_check_counts():
 
 
 def test_check_token_lengths():
-    from hrv_diffusion.tokenizer import clip_tokenizer
+    from hrv_diffusion.core.tokenizer import clip_tokenizer
 
     tokenizer = clip_tokenizer()
     assert check_token_lengths(SMALL, tokenizer)[:2] == (3, 3)  # SOT + word + EOT

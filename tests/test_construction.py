@@ -14,14 +14,14 @@ import torch
 from hrv_diffusion.cli import extract as extract_cli
 from hrv_diffusion.cli import relevance as relevance_cli
 from hrv_diffusion.cli import text_embeddings as text_embeddings_cli
-from hrv_diffusion.concepts import ConceptSet
-from hrv_diffusion.construction import (RelevanceSettings, _latents, rank_indices, run_relevance, shard_path,
+from hrv_diffusion.hrv.concepts import ConceptSet
+from hrv_diffusion.hrv.construction import (RelevanceSettings, _latents, rank_indices, run_relevance, shard_path,
                                         subset_indices)
-from hrv_diffusion.embeddings import TextEmbeddings, encode_words
-from hrv_diffusion.heads import head_layout
-from hrv_diffusion.models import load_pipeline
-from hrv_diffusion.relevance import derived_seed
-from hrv_diffusion.shards import load_shard, merge_shards
+from hrv_diffusion.hrv.embeddings import TextEmbeddings, encode_words
+from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.models import load_pipeline
+from hrv_diffusion.hrv.votes import derived_seed
+from hrv_diffusion.hrv.shards import load_shard, merge_shards
 
 REPO = Path(__file__).resolve().parents[1]
 CONCEPTS = ConceptSet(
@@ -296,7 +296,7 @@ def test_cli_end_to_end_from_another_directory(pipe, embeddings, tmp_path, monke
     assert index.tolist() == head_layout(pipe.unet).labels
 
     # The paper's "merged" prompts need the PromptHero file, which is not shipped.
-    monkeypatch.setattr("hrv_diffusion.prompts.PROJECT_ROOT", tmp_path)  # whatever the checkout holds
+    monkeypatch.setattr("hrv_diffusion.hrv.prompts.PROJECT_ROOT", tmp_path)  # whatever the checkout holds
     capsys.readouterr()
     assert relevance_cli.main(common + ["--prompt", "merged", "--quiet"]) == 2
     assert "prompt-hero" in capsys.readouterr().err

@@ -12,12 +12,12 @@ if str(ROOT) not in sys.path:  # the package need not be installed to run the te
     sys.path.insert(0, str(ROOT))
 
 from hrv_diffusion.cli.text_embeddings import main  # noqa: E402
-from hrv_diffusion.concepts import ConceptSet, write_concept_set  # noqa: E402
-from hrv_diffusion.embeddings import (  # noqa: E402
+from hrv_diffusion.hrv.concepts import ConceptSet, write_concept_set  # noqa: E402
+from hrv_diffusion.hrv.embeddings import (  # noqa: E402
     TextEmbeddings, build_text_embeddings, embeddings_path, encode_words, load_text_embeddings,
     save_text_embeddings,
 )
-from hrv_diffusion.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline  # noqa: E402
+from hrv_diffusion.core.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline  # noqa: E402
 
 WORDS = ["Dog", "Oak tree", "Rio de Janeiro", "McDonald's", "Red"]
 CONCEPTS = ConceptSet(("Animals", "Places", "Other"), (("Dog", "Oak tree"), ("Rio de Janeiro",), ("McDonald's", "Red")))

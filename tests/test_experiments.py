@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hrv_diffusion.cli.weakening_prompts import main as prompts_main
-from hrv_diffusion.experiments import (EXPERIMENTS, Experiment, Objects_A, build_prompts, clip_text_for,
+from hrv_diffusion.apps.weakening_experiments import (EXPERIMENTS, Experiment, Objects_A, build_prompts, clip_text_for,
                                        experiment)
 
 REPO = Path(__file__).resolve().parents[1]

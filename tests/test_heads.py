@@ -1,7 +1,7 @@
 """Head layout in the published order, and the ``hrv-heads`` command.
 
 The expected orders are rebuilt here from the rules of spec-hrv-and-weakening.md §4, independently of
-``hrv_diffusion.heads``; the UNets are the real SD v1.4 / SDXL-base configs (tests/configs), built on the
+``hrv_diffusion.core.heads``; the UNets are the real SD v1.4 / SDXL-base configs (tests/configs), built on the
 meta device, so no weights are needed.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from hrv_diffusion.cli.heads import main
-from hrv_diffusion.heads import head_layout, parse_label, unet_from_config
-from hrv_diffusion.tiny import TINY_MODELS
+from hrv_diffusion.core.heads import head_layout, parse_label, unet_from_config
+from hrv_diffusion.core.tiny import TINY_MODELS
 
 CONFIGS = Path(__file__).parent / "configs"
 SD14 = CONFIGS / "sd_v1_4_unet.json"

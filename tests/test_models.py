@@ -1,4 +1,4 @@
-"""Model loading (hrv_diffusion.models) and the offline CLIP tokenizer, on the tiny pipelines. No network."""
+"""Model loading (hrv_diffusion.core.models) and the offline CLIP tokenizer, on the tiny pipelines. No network."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ import torch
 from diffusers import (EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
                        StableDiffusionXLPipeline)
 
-from hrv_diffusion.models import (ModelNotAvailableError, is_sdxl, load_model_index, load_pipeline,
+from hrv_diffusion.core.models import (ModelNotAvailableError, is_sdxl, load_model_index, load_pipeline,
                                   load_unet_config, model_version, paper_scheduler)
-from hrv_diffusion.tokenizer import clip_tokenizer
+from hrv_diffusion.core.tokenizer import clip_tokenizer
 
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]  # "a photo of a cat", OpenAI CLIP BPE
 

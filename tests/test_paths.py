@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from hrv_diffusion.experiments import EXPERIMENTS, build_prompts
-from hrv_diffusion.paths import MAX_BYTES, MAX_CHARS, child_dir, safe_folder_name
+from hrv_diffusion.apps.weakening_experiments import EXPERIMENTS, build_prompts
+from hrv_diffusion.apps.output_paths import MAX_BYTES, MAX_CHARS, child_dir, safe_folder_name
 
 ADVERSARIAL = ["../../etc", "a/b", "\x00", ".", "..", "", "x" * 500, "é" * 500, "🙂" * 200, "a\\b", "..\\..\\x",
                "/etc/passwd", ".hidden", " ... ", "a\nb\tc\x7f", "..a..", "a/../../b", "\ud800lone surrogate",

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from hrv_diffusion.cli.extract import main as extract_main
-from hrv_diffusion.published import (
+from hrv_diffusion.hrv.files import (
     OutputNames, default_k_list, format_label_list, head_order, head_roles, hrv_from_rank, parse_label_list,
     per_timestep_hrv, read_head_roles, read_hrv, relevance, write_head_roles, write_output_ba, write_published,
     write_tidy_csv,
 )
-from hrv_diffusion.shards import Shard, save_shard
+from hrv_diffusion.hrv.shards import Shard, save_shard
 
 REPO = Path(__file__).resolve().parents[1]
 

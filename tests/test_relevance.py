@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrv_diffusion.concepts import ConceptSet
-from hrv_diffusion.construction import RelevanceSettings, run_relevance
-from hrv_diffusion.embeddings import encode_words, TextEmbeddings
-from hrv_diffusion.heads import head_layout
-from hrv_diffusion.models import load_pipeline
-from hrv_diffusion.relevance import derived_seed, sample_words
-from hrv_diffusion.shards import load_shard
+from hrv_diffusion.hrv.concepts import ConceptSet
+from hrv_diffusion.hrv.construction import RelevanceSettings, run_relevance
+from hrv_diffusion.hrv.embeddings import encode_words, TextEmbeddings
+from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.models import load_pipeline
+from hrv_diffusion.hrv.votes import derived_seed, sample_words
+from hrv_diffusion.hrv.shards import load_shard
 
 CONCEPTS = ConceptSet(
     names=("Animals", "Color", "Style"),

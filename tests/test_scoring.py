@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hrv_diffusion.cli.weakening_scores import main as scores_main
-from hrv_diffusion.experiments import experiment
-from hrv_diffusion.scoring import (ClipScorer, ClipWeightsUnavailable, Scorer, read_scores_csv, score_experiment,
+from hrv_diffusion.apps.weakening_experiments import experiment
+from hrv_diffusion.apps.clip_scoring import (ClipScorer, ClipWeightsUnavailable, Scorer, read_scores_csv, score_experiment,
                                    summary_frame, write_per_image_csv, write_scores_csv)
 
 open_clip = pytest.importorskip("open_clip")

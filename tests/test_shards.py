@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from hrv_diffusion.shards import (
+from hrv_diffusion.hrv.shards import (
     MATCH_KEYS, CorruptShardError, Shard, ShardFormatError, ShardMismatchError, ShardOverlapError, find_shards,
     index_ranges, load_shard, merge_shards, save_shard, shard_filename,
 )

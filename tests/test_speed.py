@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from hrv_diffusion.attention import HeadTrace
-from hrv_diffusion.heads import head_layout
-from hrv_diffusion.models import load_pipeline
-from hrv_diffusion.speed import compile_regions, compile_unet_regions
-from hrv_diffusion.weakening import HeadWeakening, weakened_tokens
+from hrv_diffusion.core.attention import HeadTrace
+from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.models import load_pipeline
+from hrv_diffusion.core.speed import compile_regions, compile_unet_regions
+from hrv_diffusion.apps.weakening import HeadWeakening, weakened_tokens
 
 
 def test_regions_cover_group_norms_and_never_cross_attention():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrv_diffusion.concepts import read_concept_set, resolve_description
+from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 from hrv_diffusion.toy import data, evaluator
 from hrv_diffusion.toy.data import HELD_OUT, make_dataset, sample_scenes, scene_is_held_out
 
@@ -69,7 +69,7 @@ def test_captions_cover_the_attributes_with_varied_word_order():
 
 
 def test_concept_file_matches_the_captions_and_is_one_token_per_word():
-    from hrv_diffusion.tokenizer import clip_tokenizer
+    from hrv_diffusion.core.tokenizer import clip_tokenizer
 
     cs = read_concept_set(resolve_description("toy_concepts"))
     assert cs.names == tuple(data.CONCEPT_WORDS)
@@ -141,7 +141,7 @@ def toy_folder(tmp_path_factory):
 
 
 def test_architecture_has_enough_ca_heads_at_several_resolutions():
-    from hrv_diffusion.heads import head_layout, unet_from_config
+    from hrv_diffusion.core.heads import head_layout, unet_from_config
     from hrv_diffusion.toy.model import toy_configs
 
     layout = head_layout(unet_from_config(toy_configs()["unet"]))
@@ -166,7 +166,7 @@ def test_text_encoder_keeps_words_apart():
 def test_saved_folder_is_small_and_loads_like_sd(toy_folder, offline_hub):
     from diffusers import StableDiffusionPipeline
 
-    from hrv_diffusion.models import load_pipeline
+    from hrv_diffusion.core.models import load_pipeline
     from hrv_diffusion.toy.model import folder_bytes
 
     assert folder_bytes(toy_folder) <= 25_000_000
@@ -181,7 +181,7 @@ def test_saved_folder_is_small_and_loads_like_sd(toy_folder, offline_hub):
 
 
 def test_generate_is_seeded_per_image(toy_folder, offline_hub):
-    from hrv_diffusion.models import load_pipeline
+    from hrv_diffusion.core.models import load_pipeline
     from hrv_diffusion.toy.evaluate import generate
 
     pipe = load_pipeline(str(toy_folder))
@@ -211,7 +211,7 @@ def _train(out: Path, *extra: str) -> list[dict]:
 
 
 def test_train_smoke_runs_resumes_and_writes_a_loadable_folder(tmp_path, offline_hub):
-    from hrv_diffusion.models import load_pipeline
+    from hrv_diffusion.core.models import load_pipeline
     from hrv_diffusion.toy.model import folder_bytes
 
     first = _train(tmp_path, "--unet_steps", "3")

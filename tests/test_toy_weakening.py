@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from hrv_diffusion.concepts import read_concept_set, resolve_description
-from hrv_diffusion.models import load_pipeline
-from hrv_diffusion.published import OutputNames, read_hrv
+from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
+from hrv_diffusion.core.models import load_pipeline
+from hrv_diffusion.hrv.files import OutputNames, read_hrv
 from hrv_diffusion.toy.weakening import weakening_curves
 
 FINAL = Path(__file__).resolve().parents[1] / "final_result"

@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from hrv_diffusion.attention import HeadTrace
-from hrv_diffusion.heads import head_layout
-from hrv_diffusion.models import load_pipeline
-from hrv_diffusion.tokenizer import clip_tokenizer
-from hrv_diffusion.weakening import (HeadWeakening, HrvHeads, Job, even_batches, generate_weakened, image_paths,
+from hrv_diffusion.core.attention import HeadTrace
+from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.models import load_pipeline
+from hrv_diffusion.core.tokenizer import clip_tokenizer
+from hrv_diffusion.apps.weakening import (HeadWeakening, HrvHeads, Job, even_batches, generate_weakened, image_paths,
                                      plan_jobs, plan_renders, to_uint8, weakened_tokens, word_token_positions)
 
 STEPS = 3

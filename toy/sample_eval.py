@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from hrv_diffusion.models import load_pipeline
+    from hrv_diffusion.core.models import load_pipeline
     from hrv_diffusion.toy.evaluate import evaluate_pipeline, image_grid
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device

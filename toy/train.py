@@ -66,7 +66,7 @@ class Settings:
     eval_guidance: float = 7.5
     device: str = "auto"
     compile: bool = False
-    tokenizer: str = ""  # folder with vocab.json + merges.txt; default: hrv_diffusion.tokenizer (needs open_clip)
+    tokenizer: str = ""  # folder with vocab.json + merges.txt; default: hrv_diffusion.core.tokenizer (needs open_clip)
     resume: bool = False
     smoke: bool = False
 
@@ -101,7 +101,7 @@ def parse(argv=None) -> Settings:
 def write_tokenizer(folder: str) -> int:
     import shutil
 
-    from hrv_diffusion.tokenizer import clip_vocab_files
+    from hrv_diffusion.core.tokenizer import clip_vocab_files
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     for path in clip_vocab_files():
@@ -111,14 +111,14 @@ def write_tokenizer(folder: str) -> int:
 
 
 def load_tokenizer(folder: str):
-    """The real CLIP tokenizer: from ``folder`` (vocab.json, merges.txt) or hrv_diffusion.tokenizer."""
+    """The real CLIP tokenizer: from ``folder`` (vocab.json, merges.txt) or hrv_diffusion.core.tokenizer."""
     from transformers import CLIPTokenizer
 
     if folder:
         tokenizer = CLIPTokenizer(str(Path(folder) / "vocab.json"), str(Path(folder) / "merges.txt"),
                                   pad_token="<|endoftext|>", model_max_length=77)
     else:
-        from hrv_diffusion.tokenizer import clip_tokenizer
+        from hrv_diffusion.core.tokenizer import clip_tokenizer
 
         try:
             tokenizer = clip_tokenizer()

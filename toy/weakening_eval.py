@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hrv_diffusion.concepts import read_concept_set, resolve_description  # noqa: E402
-from hrv_diffusion.models import load_pipeline  # noqa: E402
-from hrv_diffusion.published import OutputNames, read_hrv  # noqa: E402
+from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
+from hrv_diffusion.core.models import load_pipeline  # noqa: E402
+from hrv_diffusion.hrv.files import OutputNames, read_hrv  # noqa: E402
 from hrv_diffusion.toy.weakening import weakening_curves  # noqa: E402
-from hrv_diffusion.weakening_plots import plot_weakening_curves  # noqa: E402
+from hrv_diffusion.apps.weakening_plots import plot_weakening_curves  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..published import write_published
-from ..shards import Shard, ShardFormatError, find_shards, load_shard, merge_shards
+from hrv_diffusion.hrv.files import write_published
+from hrv_diffusion.hrv.shards import Shard, ShardFormatError, find_shards, load_shard, merge_shards
 
 SHARD_MAKER = "head_relevance_calculation.py"
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_version(card: str) -> str:
-    from ..models import model_version  # imports torch: only when needed
+    from hrv_diffusion.core.models import model_version  # imports torch: only when needed
 
     return model_version(card)
 
@@ -101,8 +101,8 @@ def _shard_paths(args) -> tuple[list[Path], str]:
 
 
 def run(args) -> list[Path]:
-    from ..concepts import description_name
-    from ..prompts import prompt_name
+    from hrv_diffusion.hrv.concepts import description_name
+    from hrv_diffusion.hrv.prompts import prompt_name
 
     args.prompt, args.description = prompt_name(args.prompt), description_name(args.description)
     model_version = _model_version(args.model_card)

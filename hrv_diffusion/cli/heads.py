@@ -63,8 +63,8 @@ def _looks_like_path(model: str) -> bool:
 
 def load_unet(model: str, config_only: bool):
     """The UNet whose heads we list: a meta-device one from the config, or the pipeline's own."""
-    from ..heads import unet_from_config
-    from ..models import load_pipeline, load_unet_config
+    from hrv_diffusion.core.heads import unet_from_config
+    from hrv_diffusion.core.models import load_pipeline, load_unet_config
 
     path = Path(model).expanduser()
     if _looks_like_path(model) and not path.exists():
@@ -91,7 +91,7 @@ def load_unet(model: str, config_only: bool):
 
 def summary_line(layout) -> str:
     """``128 CA heads in 16 layers (down 48, mid 8, up 72)``."""
-    from ..heads import PLACES
+    from hrv_diffusion.core.heads import PLACES
 
     heads = Counter()
     for layer in layout.layers:
@@ -114,8 +114,8 @@ def format_lines(layout, labels_only: bool = False) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from ..heads import head_layout
-    from ..models import ModelNotAvailableError
+    from hrv_diffusion.core.heads import head_layout
+    from hrv_diffusion.core.models import ModelNotAvailableError
 
     try:
         with warnings.catch_warnings():  # diffusers' own deprecation noise from huggingface_hub

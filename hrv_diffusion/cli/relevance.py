@@ -69,11 +69,11 @@ def _distributed() -> tuple[int, int, int]:
 def run(args) -> int:
     import torch
 
-    from ..concepts import check_counts, check_token_lengths, description_name, read_concept_set, resolve_description
-    from ..construction import RelevanceSettings, rank_indices, run_relevance, subset_indices
-    from ..embeddings import embeddings_path, load_text_embeddings
-    from ..models import load_pipeline, model_version
-    from ..prompts import load_prompts, prompt_name, prompts_fingerprint
+    from hrv_diffusion.hrv.concepts import check_counts, check_token_lengths, description_name, read_concept_set, resolve_description
+    from hrv_diffusion.hrv.construction import RelevanceSettings, rank_indices, run_relevance, subset_indices
+    from hrv_diffusion.hrv.embeddings import embeddings_path, load_text_embeddings
+    from hrv_diffusion.core.models import load_pipeline, model_version
+    from hrv_diffusion.hrv.prompts import load_prompts, prompt_name, prompts_fingerprint
 
     rank, world_size, local_rank = _distributed()
     if world_size > 1 and not torch.distributed.is_initialized():
@@ -106,7 +106,7 @@ def run(args) -> int:
     pipe = load_pipeline(args.model_card, dtype=dtype, device=device, scheduler=args.scheduler)
     check_token_lengths(concepts, pipe.tokenizer)
     if args.compile:
-        from ..speed import compile_unet_regions
+        from hrv_diffusion.core.speed import compile_unet_regions
 
         compile_unet_regions(pipe.unet)
     settings = RelevanceSettings(
@@ -129,8 +129,8 @@ def run(args) -> int:
 
 
 def main(argv=None, default_card: str = SD_CARD, default_batch: int = 16) -> int:
-    from ..concepts import ConceptSetError
-    from ..models import ModelNotAvailableError
+    from hrv_diffusion.hrv.concepts import ConceptSetError
+    from hrv_diffusion.core.models import ModelNotAvailableError
 
     args = build_parser(default_card, default_batch).parse_args(argv)
     try:

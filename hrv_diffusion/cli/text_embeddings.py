@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..concepts import (DEFAULT_DESCRIPTION, ConceptSetError, check_token_lengths, description_name,
+from hrv_diffusion.hrv.concepts import (DEFAULT_DESCRIPTION, ConceptSetError, check_token_lengths, description_name,
                         read_concept_set, resolve_description)
-from ..embeddings import build_text_embeddings, embeddings_path, save_text_embeddings
-from ..models import DTYPES, ModelNotAvailableError, load_pipeline, model_version
+from hrv_diffusion.hrv.embeddings import build_text_embeddings, embeddings_path, save_text_embeddings
+from hrv_diffusion.core.models import DTYPES, ModelNotAvailableError, load_pipeline, model_version
 
 
 @dataclass

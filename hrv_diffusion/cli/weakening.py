@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .relevance import SD_CARD, SDXL_CARD
+from hrv_diffusion.cli.relevance import SD_CARD, SDXL_CARD
 
 
 def build_parser(default_card: str = SD_CARD) -> argparse.ArgumentParser:
@@ -66,15 +66,15 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from ..concepts import description_name, read_concept_set, resolve_description
-    from ..construction import rank_indices, subset_indices
-    from ..experiments import build_prompts, clip_text_for, experiment
-    from ..heads import head_layout
-    from ..models import load_pipeline, model_version
-    from ..paths import safe_folder_name
-    from ..prompts import read_prompt_file
-    from ..published import OutputNames, default_k_list
-    from ..weakening import HeadRolesHeads, HrvHeads, generate_weakened, plan_jobs, prompt_dir
+    from hrv_diffusion.hrv.concepts import description_name, read_concept_set, resolve_description
+    from hrv_diffusion.hrv.construction import rank_indices, subset_indices
+    from hrv_diffusion.apps.weakening_experiments import build_prompts, clip_text_for, experiment
+    from hrv_diffusion.core.heads import head_layout
+    from hrv_diffusion.core.models import load_pipeline, model_version
+    from hrv_diffusion.apps.output_paths import safe_folder_name
+    from hrv_diffusion.hrv.prompts import read_prompt_file
+    from hrv_diffusion.hrv.files import OutputNames, default_k_list
+    from hrv_diffusion.apps.weakening import HeadRolesHeads, HrvHeads, generate_weakened, plan_jobs, prompt_dir
 
     concept = " ".join(args.concept)
     exp = None
@@ -104,7 +104,7 @@ def run(args) -> int:
     dtype = args.dtype if args.dtype != "auto" else ("float16" if device.startswith("cuda") else "float32")
     pipe = load_pipeline(args.model_card, dtype=dtype, device=device)
     if args.compile:
-        from ..speed import compile_unet_regions
+        from hrv_diffusion.core.speed import compile_unet_regions
 
         compile_unet_regions(pipe.unet)
     layout = head_layout(pipe.unet)
@@ -145,8 +145,8 @@ def run(args) -> int:
 
 
 def main(argv=None, default_card: str = SD_CARD) -> int:
-    from ..concepts import ConceptSetError
-    from ..models import ModelNotAvailableError
+    from hrv_diffusion.hrv.concepts import ConceptSetError
+    from hrv_diffusion.core.models import ModelNotAvailableError
 
     args = build_parser(default_card).parse_args(argv)
     try:

@@ -61,8 +61,8 @@ def _default_drop(summary) -> list[int]:
 
 def plot_name(exp) -> str:
     """``plot_wo_category_{concept}``, plus ``_exp_{X}`` when an earlier-numbered experiment has the same concept."""
-    from ..experiments import EXPERIMENTS
-    from ..paths import safe_folder_name
+    from hrv_diffusion.apps.weakening_experiments import EXPERIMENTS
+    from hrv_diffusion.apps.output_paths import safe_folder_name
 
     name = f"plot_wo_category_{safe_folder_name(exp.concept)}"
     if any(other.concept == exp.concept and other.number < exp.number for other in EXPERIMENTS.values()):
@@ -71,7 +71,7 @@ def plot_name(exp) -> str:
 
 
 def _plot(summary, concept: str, stem: str, args) -> list[Path]:
-    from ..weakening_plots import plot_weakening_curves
+    from hrv_diffusion.apps.weakening_plots import plot_weakening_curves
 
     drop = _default_drop(summary) if args.drop_k is None else args.drop_k
     png = Path(args.plots_dir) / f"{stem}.png"
@@ -80,7 +80,7 @@ def _plot(summary, concept: str, stem: str, args) -> list[Path]:
 
 
 def _grid(exp, summary, args) -> Path:
-    from ..weakening_plots import image_grid
+    from hrv_diffusion.apps.weakening_plots import image_grid
 
     exp_dir = Path(args.output_path) / exp.folder
     if not exp_dir.is_dir():
@@ -94,8 +94,8 @@ def _grid(exp, summary, args) -> Path:
 
 
 def run(args) -> list[Path]:
-    from ..experiments import experiment
-    from ..scoring import read_scores_csv, scores_csv_name
+    from hrv_diffusion.apps.weakening_experiments import experiment
+    from hrv_diffusion.apps.clip_scoring import read_scores_csv, scores_csv_name
 
     written = []
     if args.scores is not None:
@@ -104,7 +104,7 @@ def run(args) -> list[Path]:
         if not args.scores.is_file():
             raise PlotError(f"no scores file {args.scores}")
         summary = read_scores_csv(args.scores)
-        from ..paths import safe_folder_name
+        from hrv_diffusion.apps.output_paths import safe_folder_name
 
         written += _plot(summary, args.concept, f"plot_wo_category_{safe_folder_name(args.concept)}", args)
         return written

@@ -39,13 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _list_name(items) -> str:
     """The name of an item list (``Objects_A``), or its items when it is not one of ours."""
-    from ..experiments import ITEM_LISTS
+    from hrv_diffusion.apps.weakening_experiments import ITEM_LISTS
 
     return next((name for name, values in ITEM_LISTS.items() if tuple(values) == tuple(items)), ", ".join(items))
 
 
 def _listing() -> str:
-    from ..experiments import EXPERIMENTS
+    from hrv_diffusion.apps.weakening_experiments import EXPERIMENTS
 
     lines = ["exp  concept                 n   template                     item1 x item2 -> CLIP text items"]
     for exp in EXPERIMENTS.values():
@@ -57,7 +57,7 @@ def _listing() -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..experiments import build_prompts, clip_text_for, experiment
+    from hrv_diffusion.apps.weakening_experiments import build_prompts, clip_text_for, experiment
 
     if args.list:
         print(_listing())

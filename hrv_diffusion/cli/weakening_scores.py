@@ -62,7 +62,7 @@ def load_scorer(spec: str):
     """``module:callable`` -> the scorer it returns."""
     import importlib
 
-    from ..scoring import Scorer
+    from hrv_diffusion.apps.clip_scoring import Scorer
 
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -78,8 +78,8 @@ def load_scorer(spec: str):
 
 
 def run(args) -> list[Path]:
-    from ..experiments import experiment
-    from ..scoring import (ClipScorer, per_image_csv_name, score_experiment, scores_csv_name, write_per_image_csv,
+    from hrv_diffusion.apps.weakening_experiments import experiment
+    from hrv_diffusion.apps.clip_scoring import (ClipScorer, per_image_csv_name, score_experiment, scores_csv_name, write_per_image_csv,
                            write_scores_csv)
 
     exp = experiment(args.experiment_num)
@@ -108,7 +108,7 @@ def run(args) -> list[Path]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ..scoring import ClipWeightsUnavailable
+    from hrv_diffusion.apps.clip_scoring import ClipWeightsUnavailable
 
     try:
         written = run(args)

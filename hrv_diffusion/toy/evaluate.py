@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from . import data, evaluator
+from hrv_diffusion.toy import data, evaluator
 
 
 def initial_latents(pipe, n: int, seed: int) -> torch.Tensor:

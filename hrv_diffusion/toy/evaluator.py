@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import data
+from hrv_diffusion.toy import data
 
 CHROMA_THRESHOLD = 50.0
 MIN_AREA = 15.0  # alpha-weighted pixels at 32x32; smaller blobs are noise (the smallest object has ~32)

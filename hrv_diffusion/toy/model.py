@@ -11,7 +11,7 @@
   HRV construction encodes concept words), and different words give nearly orthogonal keys; see
   ``text_encoder_report`` and toy/README.md for why (a probe with a trained or an untempered encoder gave
   HRVs that contradicted the weakening results).
-- Scheduler: SD v1.4's PNDM (scaled_linear betas 0.00085-0.012, 1000 steps), as in ``hrv_diffusion.tiny``.
+- Scheduler: SD v1.4's PNDM (scaled_linear betas 0.00085-0.012, 1000 steps), as in ``hrv_diffusion.core.tiny``.
 
 Weights are stored as fp32 for the text encoder (the vocabulary table, 49408 x 48, is most of it) and fp16 for
 the UNet and VAE (``save_toy_pipeline``): about 22 MB in all. diffusers loads fp16 UNet/VAE weights as fp32
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE, clip_tokenizer
+from hrv_diffusion.core.tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE, clip_tokenizer
 
 TEXT_WIDTH = 48
 TEXT_INIT = {"token_std": 1.0, "position_std": 0.25, "residual_scale": 0.5}

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..attention import HeadTrace
-from ..heads import head_layout
-from ..weakening import HeadWeakening, HrvHeads, weakened_tokens
-from . import data, evaluator
-from .evaluate import initial_latents
+from hrv_diffusion.core.attention import HeadTrace
+from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.apps.weakening import HeadWeakening, HrvHeads, weakened_tokens
+from hrv_diffusion.toy import data, evaluator
+from hrv_diffusion.toy.evaluate import initial_latents
 
 ATTRIBUTE = {"Color": "color", "Shape": "shape", "Size": "size", "Position": "position", "Background": "background"}
 

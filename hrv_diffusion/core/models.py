@@ -21,7 +21,7 @@ MODEL_VERSIONS = {
 
 
 # The built-in toy model (issue 4): a small SD-structured model trained on synthetic colored shapes.
-TOY_MODEL_DIR = Path(__file__).resolve().parent / "data" / "toy"
+TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "toy"
 ALIASES = {"toy": TOY_MODEL_DIR}
 
 
@@ -83,7 +83,7 @@ def load_unet_config(card: str) -> dict:
 
 
 def _tiny_models():
-    from .tiny import TINY_MODELS
+    from hrv_diffusion.core.tiny import TINY_MODELS
 
     return TINY_MODELS
 

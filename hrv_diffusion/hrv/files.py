@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .heads import PLACES, parse_label
-from .shards import atomic_output
+from hrv_diffusion.core.heads import PLACES, parse_label
+from hrv_diffusion.hrv.shards import atomic_output
 
 ORDERS = ("top", "bottom")  # MoRHF, LeRHF
 SDXL_NUM_HEADS = 1300

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .attention import HeadTrace
-from .heads import HeadLayout, head_layout
-from .paths import child_dir, safe_folder_name
+from hrv_diffusion.core.attention import HeadTrace
+from hrv_diffusion.core.heads import HeadLayout, head_layout
+from hrv_diffusion.apps.output_paths import child_dir, safe_folder_name
 
 ORDERS = ("top", "bottom")
 
@@ -197,7 +197,7 @@ class HrvHeads:
     """Head order from an HRV row: MoRHF = descending, LeRHF = ascending, ties by head index (stable)."""
 
     def __init__(self, hrv_row):
-        from .published import head_order
+        from hrv_diffusion.hrv.files import head_order
 
         self.orders = {o: head_order(np.asarray(hrv_row), o) for o in ORDERS}
 
@@ -212,7 +212,7 @@ class HeadRolesHeads:
         self.path_for, self.concept, self.layout = path_for, concept, layout
 
     def __call__(self, order: str, k: int) -> list[int]:
-        from .published import read_head_roles
+        from hrv_diffusion.hrv.files import read_head_roles
 
         path = Path(self.path_for(order, k))
         if not path.exists():

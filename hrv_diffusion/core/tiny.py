@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE, clip_tokenizer
+from hrv_diffusion.core.tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE, clip_tokenizer
 
 
 def _scheduler():

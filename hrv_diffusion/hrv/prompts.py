@@ -15,7 +15,7 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PROMPT_HERO = "prompt-hero_1100"
 
 

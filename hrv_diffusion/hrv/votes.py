@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .heads import CALayer, HeadLayout
+from hrv_diffusion.core.heads import CALayer, HeadLayout
 
 
 def derived_seed(*keys: int) -> int:

@@ -14,7 +14,7 @@ def plot_hrv_heatmap(hrv: np.ndarray, labels: list[str], concept_names: list[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .heads import parse_label
+    from hrv_diffusion.core.heads import parse_label
 
     n_concepts, n_heads = hrv.shape
     fig, ax = plt.subplots(figsize=(min(4 + n_heads / 10, 30), 2 + n_concepts / 4))

@@ -19,9 +19,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=16)
     args = p.parse_args(argv)
 
-    from .cli import extract, relevance, text_embeddings
-    from .published import read_hrv
-    from .plots import plot_hrv_heatmap
+    from hrv_diffusion.cli import extract, relevance, text_embeddings
+    from hrv_diffusion.hrv.files import read_hrv
+    from hrv_diffusion.apps.visualize import plot_hrv_heatmap
 
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     hi = final / cv.name.replace("category_vectors_", "head_index_")
     hrv, labels = read_hrv(cv, hi)
     import numpy as np
-    from .concepts import read_concept_set, resolve_description
+    from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 
     names = list(read_concept_set(resolve_description(description)).names)
     png = plot_hrv_heatmap(np.asarray(hrv), labels, names, out / "hrv_heatmap.png", title=f"HRVs of {args.model_card}")

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Protocol, Sequence, runtime
 
 import numpy as np
 
-from .experiments import Experiment, clip_text_for, experiment
-from .shards import atomic_output
+from hrv_diffusion.apps.weakening_experiments import Experiment, clip_text_for, experiment
+from hrv_diffusion.hrv.shards import atomic_output
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

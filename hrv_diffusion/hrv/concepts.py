@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_DESCRIPTION = "340_final_text_descriptions"
-PROJECT_DESCRIPTIONS = Path(__file__).resolve().parents[1] / "descriptions"
+PROJECT_DESCRIPTIONS = Path(__file__).resolve().parents[2] / "descriptions"
 SUFFIXES = (".txt", ".csv")
 
 _HEADER = re.compile(r"^\[(.*)\]$")  # ours: [Concept name]

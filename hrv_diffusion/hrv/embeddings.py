@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .concepts import ConceptSet
-from .models import is_sdxl, model_version
+from hrv_diffusion import __version__
+from hrv_diffusion.hrv.concepts import ConceptSet
+from hrv_diffusion.core.models import is_sdxl, model_version
 
 MAX_LENGTH = 77
 _METADATA_KEY = "hrv_diffusion"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .heads import CALayer, HeadLayout, head_layout
+from hrv_diffusion.core.heads import CALayer, HeadLayout, head_layout
 
 
 class HeadAttnProcessor:

@@ -5,7 +5,7 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
-from .experiments import Experiment
+from hrv_diffusion.apps.weakening_experiments import Experiment
 
 COLORS = {"top": "#FE7773", "bottom": "#5580A0"}  # MoRHF, LeRHF (the paper's)
 LABELS = {"top": "MoRHF", "bottom": "LeRHF"}
@@ -26,7 +26,7 @@ def plot_weakening_curves(summary, concept: str, path_png, path_pdf=None, drop_k
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .scoring import summary_frame
+    from hrv_diffusion.apps.clip_scoring import summary_frame
 
     frame = summary_frame(summary)
     frame = frame[~frame["k"].isin([int(k) for k in drop_k])]

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
-from .attention import HeadTrace
-from .heads import head_layout
-from .models import is_sdxl
-from .relevance import RelevanceVotes, WordBank, derived_seed, sample_words
-from .shards import Shard, load_shard, save_shard
+from hrv_diffusion import __version__
+from hrv_diffusion.core.attention import HeadTrace
+from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.models import is_sdxl
+from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, derived_seed, sample_words
+from hrv_diffusion.hrv.shards import Shard, load_shard, save_shard
 
 # The reference's --negative_prompt text (not used for the paper's HRVs).
 NEGATIVE_PROMPT = (
