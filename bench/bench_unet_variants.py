@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_hrv import random_pipeline  # noqa: E402
-from hrv_diffusion.core.attention import HeadTrace  # noqa: E402
+from hrv_diffusion.core.loop import generate  # noqa: E402
 from hrv_diffusion.core.heads import head_layout  # noqa: E402
 from hrv_diffusion.apps.weakening import HeadWeakening, weakened_tokens  # noqa: E402
 
@@ -39,8 +39,8 @@ def unet_loop_seconds(pipe, batch: int, context=contextlib.nullcontext) -> float
         control = HeadWeakening(layout, masks, tokens, -2.0, num_evaluations=51, device="cuda")
         torch.cuda.synchronize()
         start = time.perf_counter()
-        with context(), HeadTrace(pipe, [control]), torch.no_grad():
-            pipe([PROMPT] * batch, latents=latents, num_inference_steps=50, output_type="latent")
+        with context():
+            generate(pipe, [PROMPT] * batch, latents, num_inference_steps=50, controllers=[control])
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return times[-1] / batch

@@ -28,11 +28,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_hrv import random_pipeline, timed  # noqa: E402
-from hrv_diffusion.core.attention import HeadTrace  # noqa: E402
+from hrv_diffusion.core.attention import AttentionHooks  # noqa: E402
+from hrv_diffusion.core.loop import decode_latents, generate  # noqa: E402
 from hrv_diffusion.apps.weakening_experiments import build_prompts, experiment  # noqa: E402
 from hrv_diffusion.core.heads import head_layout  # noqa: E402
 from hrv_diffusion.apps.weakening import (HeadWeakening, HrvHeads, _save_png, generate_weakened, image_paths,  # noqa: E402
-                                     plan_jobs, plan_renders, to_uint8, weakened_tokens)
+                                     plan_jobs, plan_renders, weakened_tokens)
 
 K_LIST = [0, 1, 11, 21, 31, 41, 51, 61, 71, 81, 91, 101, 111, 121, 128]
 SEEDS = [10, 20, 30]
@@ -41,11 +42,8 @@ SEEDS = [10, 20, 30]
 class ExplicitWeakening(HeadWeakening):
     """The reference's way: weaken on explicit probabilities (forces the non-fused path)."""
 
-    def wants_probs(self, layer, step):
+    def edits_probs(self, layer, call):
         return True
-
-    def edit_probs(self, layer, step, probs):
-        return None
 
 
 def phases(pipe, prompt, renders, heads_mask_fn, report, key):
@@ -56,16 +54,13 @@ def phases(pipe, prompt, renders, heads_mask_fn, report, key):
 
     def unet_loop():
         control = HeadWeakening(layout, heads_mask_fn(), tokens, -2.0, num_evaluations=51, device="cuda")
-        with HeadTrace(pipe, [control]), torch.no_grad():
-            return pipe([prompt] * len(renders), latents=latents, num_inference_steps=50, output_type="latent").images
+        return generate(pipe, [prompt] * len(renders), latents, num_inference_steps=50, controllers=[control]).latents
 
     unet_loop()  # warm-up (and cuDNN autotuning when on)
     seconds, out = timed(unet_loop)
-    with torch.no_grad():
-        decode = lambda: to_uint8(pipe.image_processor.postprocess(
-            pipe.vae.decode(out / pipe.vae.config.scaling_factor).sample, output_type="pt"))
-        decode()
-        decode_seconds, pixels = timed(decode)
+    decode = lambda: decode_latents(pipe, out)
+    decode()
+    decode_seconds, pixels = timed(decode)
     png_start = time.perf_counter()
     for i in range(4):
         _save_png(pixels[i], Path(tempfile.gettempdir()) / "phase.png")
@@ -127,7 +122,7 @@ def main():
         control = ExplicitWeakening(layout, mask, tokens, -2.0, num_evaluations=len(pipe.scheduler.timesteps), device="cuda")
         torch.cuda.synchronize()
         start = time.perf_counter()
-        with HeadTrace(pipe, [control]), torch.no_grad():
+        with AttentionHooks(pipe, [control]), torch.no_grad():  # pipe(...): the hooks count its UNet calls
             pipe(prompts[0], latents=torch.randn((1, 4, 64, 64), generator=torch.Generator().manual_seed(10)).cuda(),
                  num_inference_steps=50, guidance_scale=7.5).images[0].save(Path(tempfile.gettempdir()) / "ref.png")
         torch.cuda.synchronize()

@@ -1,4 +1,4 @@
-"""HeadTrace / HeadAttnProcessor on the tiny pipelines (CPU, fp32).
+"""AttentionHooks / HookedAttnProcessor on the tiny pipelines (CPU, fp32).
 
 The reference below (``ReferenceProcessor``) is written independently of hrv_diffusion.core.attention: explicit
 softmax(Q K^T / sqrt(d)) probabilities, optionally scaled or replaced on the conditional half, times V.
@@ -12,7 +12,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import Attention
 
-from hrv_diffusion.core.attention import HeadTrace
+from hrv_diffusion.core.attention import AttentionHooks, Controller
 from hrv_diffusion.core.models import load_pipeline
 
 MODELS = ["tiny-sd", "tiny-sdxl"]
@@ -110,7 +110,7 @@ class with_processors:
             self.modules[name].set_processor(processor)
 
 
-class Observer:
+class Observer(Controller):
     """Only reads: records what it was shown."""
 
     def __init__(self):
@@ -118,30 +118,30 @@ class Observer:
         self.batches = []  # (query batch, key batch)
         self.keys = {}  # module name -> last key seen
 
-    def observe(self, layer, step, query, key):
-        self.calls[layer.module_name, step] += 1
+    def observe(self, layer, call, query, key):
+        self.calls[layer.module_name, call.step] += 1
         self.batches.append((query.shape[0], key.shape[0]))
         self.keys[layer.module_name] = key.clone()
 
 
-class Scaler:
+class Scaler(Controller):
     def __init__(self, scales):
         self.scales = scales  # module name -> (B, h, T)
 
-    def token_scale(self, layer, step):
+    def token_scale(self, layer, call):
         return self.scales[layer.module_name]
 
 
-class ProbEditor:
+class ProbEditor(Controller):
     """Leaves SDPA on the layers it names; ``edit`` is applied to their probabilities (None: unchanged)."""
 
     def __init__(self, layers=None, edit=None):
         self.layers, self.edit, self.seen = layers, edit, []
 
-    def wants_probs(self, layer, step):
+    def edits_probs(self, layer, call):
         return self.layers is None or layer.module_name in self.layers
 
-    def edit_probs(self, layer, step, probs):
+    def edit_probs(self, layer, call, probs):
         self.seen.append((layer.module_name, tuple(probs.shape)))
         return probs if self.edit is None else self.edit(probs)
 
@@ -159,7 +159,7 @@ def test_observer_leaves_unet_output_bitwise_equal(pipes, name):
     inputs = unet_inputs(unet, batch=4)
     stock = run_unet(unet, inputs)
     observer = Observer()
-    with HeadTrace(unet, [observer]):
+    with AttentionHooks(unet, [observer]):
         traced = run_unet(unet, inputs)
     assert observer.calls  # it did observe
     # Same operations in the same order (SDPA with the same scale): bitwise equal.
@@ -170,7 +170,7 @@ def test_observer_leaves_unet_output_bitwise_equal(pipes, name):
 def test_observer_leaves_pipeline_latents_bitwise_equal(pipes, name):
     pipe = pipes[name]
     stock = run_pipe(pipe, ["a photo of a cat", "a red car"])
-    with HeadTrace(pipe, [Observer()]):
+    with AttentionHooks(pipe, [Observer()]):
         traced = run_pipe(pipe, ["a photo of a cat", "a red car"])
     assert torch.equal(traced, stock)
 
@@ -193,7 +193,7 @@ def test_token_scale_matches_explicit_reference(pipes, name):
         s[2, :, 2] = 3.0
         scales[module_name] = s
 
-    with HeadTrace(unet, [Scaler(scales)]):
+    with AttentionHooks(unet, [Scaler(scales)]):
         traced = run_unet(unet, inputs)
     with with_processors(unet, {n: ReferenceProcessor(scale=s) for n, s in scales.items()}):
         reference = run_unet(unet, inputs)
@@ -208,7 +208,7 @@ def test_token_scale_of_ones_is_a_no_op(pipes):
     inputs = unet_inputs(unet, batch=4)
     ones = {n: torch.ones(2, m.heads, 77) for n, m in cross_attention_modules(unet).items()}
     stock = run_unet(unet, inputs)
-    with HeadTrace(unet, [Scaler(ones)]):
+    with AttentionHooks(unet, [Scaler(ones)]):
         traced = run_unet(unet, inputs)
     torch.testing.assert_close(traced, stock, atol=0, rtol=0)  # V * 1.0 == V exactly
 
@@ -222,7 +222,7 @@ def test_explicit_probability_path_equals_sdpa(pipes, name):
     inputs = unet_inputs(unet, batch=4)
     stock = run_unet(unet, inputs)
     editor = ProbEditor()  # every layer, unchanged probabilities
-    with HeadTrace(unet, [editor]):
+    with AttentionHooks(unet, [editor]):
         explicit = run_unet(unet, inputs)
     assert len(editor.seen) == len(cross_attention_modules(unet))
     torch.testing.assert_close(explicit, stock, atol=ATOL, rtol=RTOL)
@@ -235,7 +235,7 @@ def test_uniform_map_on_one_layer_matches_reference(pipes, name):
     target = sorted(cross_attention_modules(unet))[0]
     stock = run_unet(unet, inputs)
     editor = ProbEditor(layers={target}, edit=uniform)
-    with HeadTrace(unet, [editor]):
+    with AttentionHooks(unet, [editor]):
         edited = run_unet(unet, inputs)
     with with_processors(unet, {target: ReferenceProcessor(replace=uniform)}):
         reference = run_unet(unet, inputs)
@@ -255,7 +255,7 @@ def test_uniform_map_on_one_attention_call(pipes, name):
     text = torch.randn(4, 77, module.to_k.in_features, generator=g)  # (2B, T, D)
     with torch.no_grad():
         stock = module(hidden, encoder_hidden_states=text)
-        with HeadTrace(unet, [ProbEditor(layers={target}, edit=uniform)]):
+        with AttentionHooks(unet, [ProbEditor(layers={target}, edit=uniform)]):
             edited = module(hidden, encoder_hidden_states=text)
         mean_v = module.to_v(text[2:]).mean(dim=1, keepdim=True)  # (B, 1, h*d)
         expected_cond = module.to_out[1](module.to_out[0](mean_v)).expand(-1, 10, -1)
@@ -266,18 +266,15 @@ def test_uniform_map_on_one_attention_call(pipes, name):
 # ---------------------------------------------------------------- which half the controllers see
 
 
-@pytest.mark.parametrize(
-    "kwargs, seen_batch, first",
-    [({}, 2, 2), ({"halves": "both"}, 4, 0), ({"cfg": False}, 4, 0), ({"cfg": False, "halves": "both"}, 4, 0)],
-)
-def test_halves(pipes, kwargs, seen_batch, first):
+@pytest.mark.parametrize("cfg, seen_batch, first", [(True, 2, 2), (False, 4, 0)])
+def test_controllers_see_the_conditional_rows(pipes, cfg, seen_batch, first):
     unet = pipes["tiny-sd"].unet
     inputs = unet_inputs(unet, batch=4)
     observer = Observer()
-    with HeadTrace(unet, [observer], **kwargs):
+    with AttentionHooks(unet, [observer], cfg=cfg):
         run_unet(unet, inputs)
     assert set(observer.batches) == {(seen_batch, seen_batch)}
-    # The keys shown are those of the selected samples: the conditional half [2:] of [uncond, cond] by default.
+    # The keys shown are those of the conditional rows: the half [2:] of [uncond, cond] under CFG.
     name, module = next(iter(cross_attention_modules(unet).items()))
     text = inputs[2]["encoder_hidden_states"][first:]
     with torch.no_grad():
@@ -285,9 +282,27 @@ def test_halves(pipes, kwargs, seen_batch, first):
     torch.testing.assert_close(observer.keys[name], key, atol=0, rtol=0)
 
 
-def test_halves_must_be_cond_or_both(pipes):
-    with pytest.raises(ValueError, match="halves"):
-        HeadTrace(pipes["tiny-sd"], halves="uncond")
+def test_set_call_names_the_rows_and_step_of_one_call(pipes):
+    unet = pipes["tiny-sd"].unet
+    inputs = unet_inputs(unet, batch=4)
+    observer = Observer()
+    with AttentionHooks(unet, [observer]) as hooks:
+        hooks.set_call(7, slice(1, 3))
+        run_unet(unet, inputs)
+        assert hooks.step == 7
+        run_unet(unet, inputs)  # not set: counted on from 7, [uncond, cond] assumed
+        assert hooks.step == 8
+    assert observer.batches[: len(cross_attention_modules(unet))] == [(2, 2)] * len(cross_attention_modules(unet))
+    assert {step for _, step in observer.calls} == {7, 8}
+
+
+def test_only_controllers_are_accepted(pipes):
+    class NotAController:
+        def observe(self, layer, call, query, key):
+            pass
+
+    with pytest.raises(TypeError, match="Controller"):
+        AttentionHooks(pipes["tiny-sd"], [NotAController()])
 
 
 # ---------------------------------------------------------------- the evaluation index
@@ -297,7 +312,7 @@ def test_pndm_50_steps_gives_51_evaluations(pipes):
     pipe = pipes["tiny-sd"]
     assert type(pipe.scheduler).__name__ == "PNDMScheduler"
     observer = Observer()
-    with HeadTrace(pipe, [observer]) as trace:
+    with AttentionHooks(pipe, [observer]) as trace:
         run_pipe(pipe, ["a photo of a cat"], steps=50)
     layers = {layer.module_name for layer in trace.layout.layers}
     assert observer.calls == Counter({(layer, step): 1 for layer in layers for step in range(51)})
@@ -309,7 +324,7 @@ def test_ddim_50_steps_gives_50_evaluations(pipes):
     pndm, pipe.scheduler = pipe.scheduler, DDIMScheduler.from_config(pipe.scheduler.config)
     try:
         observer = Observer()
-        with HeadTrace(pipe, [observer]) as trace:
+        with AttentionHooks(pipe, [observer]) as trace:
             run_pipe(pipe, ["a photo of a cat"], steps=50)
     finally:
         pipe.scheduler = pndm
@@ -320,7 +335,7 @@ def test_ddim_50_steps_gives_50_evaluations(pipes):
 def test_reset_restarts_the_step_index(pipes):
     pipe = pipes["tiny-sdxl"]  # PNDM (load_pipeline's default): 3 steps -> 4 evaluations
     observer = Observer()
-    with HeadTrace(pipe, [observer]) as trace:
+    with AttentionHooks(pipe, [observer]) as trace:
         run_pipe(pipe, ["a cat"], steps=3)
         first = sorted({step for _, step in observer.calls})
         run_pipe(pipe, ["a cat"], steps=3)  # no reset: the index runs on
@@ -337,7 +352,7 @@ def test_reset_restarts_the_step_index(pipes):
 def test_entering_starts_at_step_zero(pipes):
     unet = pipes["tiny-sd"].unet
     inputs = unet_inputs(unet, batch=2)
-    trace = HeadTrace(unet, [Observer()])
+    trace = AttentionHooks(unet, [Observer()])
     for _ in range(2):  # the same trace entered twice starts at 0 each time
         with trace:
             run_unet(unet, inputs)
@@ -368,7 +383,7 @@ def test_exit_restores_processors_hooks_and_output(pipes, name):
     inputs = unet_inputs(unet, batch=2)
     before, output_before = snapshot(unet), run_unet(unet, inputs)
     scales = {n: torch.full((1, m.heads, 77), 0.5) for n, m in cross_attention_modules(unet).items()}
-    with HeadTrace(unet, [Scaler(scales), ProbEditor(edit=uniform)]):
+    with AttentionHooks(unet, [Scaler(scales), ProbEditor(edit=uniform)]):
         assert unet._forward_pre_hooks.keys() != before[1].keys()  # installed
         changed = run_unet(unet, inputs)
     assert not torch.equal(changed, output_before)
@@ -381,16 +396,16 @@ def test_exit_restores_after_an_exception(pipes):
     before, output_before = snapshot(unet), run_unet(unet, inputs)
 
     with pytest.raises(RuntimeError, match="in the with-block"):
-        with HeadTrace(unet, [Observer()]):
+        with AttentionHooks(unet, [Observer()]):
             run_unet(unet, inputs)
             raise RuntimeError("in the with-block")
     assert_restored(unet, before, inputs, output_before)
 
-    class Failing:
-        def observe(self, layer, step, query, key):
+    class Failing(Controller):
+        def observe(self, layer, call, query, key):
             raise RuntimeError("inside the UNet forward")
 
     with pytest.raises(RuntimeError, match="inside the UNet forward"):
-        with HeadTrace(unet, [Failing()]):
+        with AttentionHooks(unet, [Failing()]):
             run_unet(unet, inputs)
     assert_restored(unet, before, inputs, output_before)

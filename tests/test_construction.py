@@ -99,20 +99,22 @@ class Crash(RuntimeError):
 @pytest.mark.parametrize("seeding", ["per_prompt", "legacy"])
 def test_resume_after_crash(pipe, embeddings, tmp_path, monkeypatch, seeding):
     s = settings(batch_size=2, checkpoint_every=2, seeding=seeding)
-    pipeline_class, original = type(pipe), type(pipe).__call__
+    import hrv_diffusion.hrv.construction as construction
+
+    original = construction.generate
     calls: list[list[str]] = []
 
-    def crash_on_third_call(self, *args, **kwargs):
-        calls.append(list(kwargs["prompt"]))
+    def crash_on_third_call(pipe_, prompts, *args, **kwargs):
+        calls.append(list(prompts))
         if len(calls) == 3:
             raise Crash("simulated crash in the 3rd batch")
-        return original(self, *args, **kwargs)
+        return original(pipe_, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline_class, "__call__", crash_on_third_call)
+    monkeypatch.setattr(construction, "generate", crash_on_third_call)
     folder = tmp_path / "run"
     with pytest.raises(Crash):
         run(pipe, embeddings, folder, s)
-    monkeypatch.setattr(pipeline_class, "__call__", original)
+    monkeypatch.setattr(construction, "generate", original)
 
     path = shard_path(folder, s, 1, 0, 1)
     assert sorted(p.name for p in folder.iterdir()) == [path.name]  # no temporary file left behind
@@ -137,23 +139,23 @@ def test_resume_after_crash(pipe, embeddings, tmp_path, monkeypatch, seeding):
 
     calls.clear()
 
-    def record(self, *args, **kwargs):
-        calls.append(list(kwargs["prompt"]))
-        return original(self, *args, **kwargs)
+    def record(pipe_, prompts, *args, **kwargs):
+        calls.append(list(prompts))
+        return original(pipe_, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline_class, "__call__", record)
+    monkeypatch.setattr(construction, "generate", record)
     resumed = run(pipe, embeddings, folder, settings(batch_size=3, checkpoint_every=2, seeding=seeding), resume=True)
     assert calls == [PROMPTS[4:6]]  # only the prompts the checkpoint lacks
     assert resumed.metadata["complete"] is True
     assert resumed.prompt_indices.tolist() == ALL  # each prompt once
     assert (resumed.counts.sum(-1) == len(PROMPTS)).all()
 
-    monkeypatch.setattr(pipeline_class, "__call__", original)
+    monkeypatch.setattr(construction, "generate", original)
     uninterrupted = run(pipe, embeddings, tmp_path / "uninterrupted", s)
     np.testing.assert_array_equal(resumed.counts, uninterrupted.counts)
 
     calls.clear()
-    monkeypatch.setattr(pipeline_class, "__call__", record)
+    monkeypatch.setattr(construction, "generate", record)
     again = run(pipe, embeddings, folder, s, resume=True)  # resuming a finished shard runs nothing
     assert calls == []
     np.testing.assert_array_equal(again.counts, uninterrupted.counts)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from hrv_diffusion.core.attention import HeadTrace
 from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.loop import generate as denoise
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.core.speed import compile_regions, compile_unet_regions
 from hrv_diffusion.apps.weakening import HeadWeakening, weakened_tokens
@@ -32,8 +32,7 @@ def test_compiled_regions_keep_the_weakened_generation():
 
     def generate(factor=-2.0):
         control = HeadWeakening(layout, masks, tokens, factor, num_evaluations=4)
-        with HeadTrace(pipe, [control]), torch.no_grad():
-            return pipe(["a red car"] * 2, latents=latents, num_inference_steps=3, output_type="latent").images
+        return denoise(pipe, ["a red car"] * 2, latents, num_inference_steps=3, controllers=[control]).latents
 
     eager = generate()
     compile_unet_regions(pipe.unet, backend="eager")  # dynamo tracing, no code generation (fast on CPU)

@@ -15,29 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hrv_diffusion.core.attention import HeadTrace
-from hrv_diffusion.core.heads import HeadLayout, head_layout
+from hrv_diffusion.core.attention import Controller, UNetCall
+from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
+from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents
+from hrv_diffusion.core.tokens import word_token_positions
 from hrv_diffusion.apps.output_paths import child_dir, safe_folder_name
 
 ORDERS = ("top", "bottom")
-
-
-def word_token_positions(tokenizer, text: str, word: str) -> list[int]:
-    """Token positions (1-based, after SOT) of every occurrence of ``word`` among the space-separated words of
-    ``text``: the Prompt-to-Prompt alignment (decode each token, walk the words by decoded length)."""
-    words = text.split(" ")
-    target = word.strip().split(" ")
-    positions = {i for i in range(len(words) - len(target) + 1) if words[i : i + len(target)] == target}
-    positions = {i + j for i in positions for j in range(len(target))}
-    pieces = [tokenizer.decode([t]).strip("#") for t in tokenizer.encode(text)][1:-1]
-    out, ptr, cur_len = [], 0, 0
-    for i, piece in enumerate(pieces):
-        cur_len += len(piece)
-        if ptr in positions:
-            out.append(i + 1)
-        if ptr < len(words) and cur_len >= len(words[ptr]):
-            ptr, cur_len = ptr + 1, 0
-    return out
 
 
 def weakened_tokens(tokenizer, prompt: str, concept_word: str | None = None, length: int = 77) -> torch.Tensor:
@@ -55,8 +39,8 @@ def weakened_tokens(tokenizer, prompt: str, concept_word: str | None = None, len
     return mask
 
 
-class HeadWeakening:
-    """Controller for ``HeadTrace``: per sample b, multiply the probabilities of heads ``head_masks[b]`` at tokens
+class HeadWeakening(Controller):
+    """Per sample b, multiply the probabilities of heads ``head_masks[b]`` at tokens
     ``token_masks[b]`` by ``factor`` during evaluations [int(start*T), int(end*T))."""
 
     def __init__(self, layout: HeadLayout, head_masks: torch.Tensor, token_masks: torch.Tensor, factor: float = -2.0,
@@ -70,8 +54,8 @@ class HeadWeakening:
                 hit = heads[:, :, None] & token_masks[:, None, :]  # (B, h, T)
                 self.scales[layer.module_name] = torch.where(hit, factor, 1.0).to(device)
 
-    def token_scale(self, layer, step: int):
-        if not self.first <= step < self.stop:
+    def token_scale(self, layer: AttnLayer, call: UNetCall):
+        if not self.first <= call.step < self.stop:
             return None
         return self.scales.get(layer.module_name)
 
@@ -141,21 +125,15 @@ def even_batches(n: int, batch_size: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8 on the host, converted on the device. Same values as diffusers'
-    PIL output: float32, x 255, round half to even."""
-    return images.float().mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir: Path, *, factor: float = -2.0,
                       window=(0.0, 1.01), concept_word: str | None = None, num_inference_steps: int = 50,
-                      guidance_scale: float = 7.5, batch_size: int = 16, skip_existing: bool = True,
-                      progress=None) -> int:
+                      guidance_scale: float = 7.5, batch_size: int = 16, decode: str = "truncate",
+                      skip_existing: bool = True, progress=None) -> int:
     """Generate the images of ``jobs`` for one prompt; return how many jobs were made (not skipped).
 
     ``ranked_heads(order, k)`` gives the k global head indices to weaken (from an HRV or the published head_roles).
     Jobs with the same seed and head set are generated once (``plan_renders``); batches are even (``even_batches``);
-    PNG encoding runs in threads while the next batch generates.
+    PNG encoding runs in threads while the next batch generates. ``decode``: "truncate" (the reference) or "round".
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -163,10 +141,9 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
     todo = [j for j in jobs if not (skip_existing and all(p.exists() for p in image_paths(out_dir, j)))]
     renders = plan_renders(todo, ranked_heads)
     tokens = weakened_tokens(pipe.tokenizer, prompt, concept_word)
-    pipe.scheduler.set_timesteps(num_inference_steps)
-    num_evaluations = len(pipe.scheduler.timesteps)
-    config = pipe.unet.config
-    param = next(pipe.unet.parameters())
+    evaluations = num_evaluations(pipe, num_inference_steps)
+    shape = latent_shape(pipe)
+    device = pipe._execution_device
     pending = []
     with ThreadPoolExecutor(max_workers=8) as writer:
         for part in even_batches(len(renders), batch_size):
@@ -174,16 +151,11 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
             head_masks = torch.zeros(len(batch), layout.num_heads, dtype=torch.bool)  # (B, H)
             for b, render in enumerate(batch):
                 head_masks[b, list(render.heads)] = True
-            latents = torch.cat([
-                torch.randn((1, config.in_channels, config.sample_size, config.sample_size),
-                            generator=torch.Generator().manual_seed(render.seed)) for render in batch
-            ]).to(param.device, param.dtype)
             weakening = HeadWeakening(layout, head_masks, tokens.expand(len(batch), -1), factor, window,
-                                      num_evaluations, device=param.device)
-            with HeadTrace(pipe, [weakening], cfg=guidance_scale > 1.0), torch.no_grad():
-                images = pipe(prompt=[prompt] * len(batch), latents=latents, num_inference_steps=num_inference_steps,
-                              guidance_scale=guidance_scale, output_type="pt").images  # (B, 3, H, W) in [0, 1]
-            pixels = to_uint8(images)
+                                      evaluations, device=device)
+            pixels = generate(pipe, [prompt] * len(batch), seed_latents([r.seed for r in batch], shape),
+                              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                              controllers=[weakening], decode=decode).images  # (B, H, W, 3) uint8
             pending += [writer.submit(_save_png, pixels[b], path)
                         for b, render in enumerate(batch) for job in render.jobs for path in image_paths(out_dir, job)]
             if progress is not None:

@@ -1,37 +1,90 @@
-"""The one cross-attention processor of the toolkit, and ``HeadTrace``, the context manager that installs it.
+"""The one attention processor of the toolkit, the ``Controller`` protocol, and ``AttentionHooks``.
 
-``HeadTrace(pipe, controllers)`` puts a ``HeadAttnProcessor`` on every cross-attention (``attn2``) module through
-diffusers' processor API; self-attention keeps its fused default. At ``__exit__`` the previous processors come back.
-What differs between applications lives in small *controller* objects; the processor asks each of them, per CA
-layer and evaluation, through these optional methods:
+``AttentionHooks(pipe, controllers)`` puts a ``HookedAttnProcessor`` on every cross-attention (``attn2``) module,
+and on the self-attention (``attn1``) modules too if a controller asks for them (``self_attention = True``),
+through diffusers' processor API; the other layers keep their fused default. At ``__exit__`` the previous
+processors come back. What differs between applications lives in small ``Controller`` objects.
 
-- ``observe(layer, step, query, key)``: read queries/keys (relevance votes). ``query`` (B, h, N, d), ``key`` (B, h, T, d).
-- ``token_scale(layer, step) -> (B, h, T) | None``: multiply post-softmax probabilities per (sample, head, token),
-  without renormalization. Done as a scale of V, so the fused SDPA kernel stays: sum_t (p_t s_t) v_t = sum_t p_t (s_t v_t).
-- ``wants_probs(layer, step) -> bool`` and ``edit_probs(layer, step, probs) -> probs | None``: read or replace the
-  explicit probabilities (B, h, N, T) of chosen layers (P2P, A&E). Only those calls leave SDPA.
+Each UNet call has a ``UNetCall``: its evaluation index ``step`` and the rows of the batch that are conditional
+(``cond``). The denoising loop (``core/loop.py``) sets it before every call, so extra passes (A&E's gradient
+passes) never shift the index. Under a plain ``pipe(...)`` a forward pre-hook counts the UNet calls instead and
+assumes the batch ``[uncond, cond]`` (or all rows conditional with ``cfg=False``).
 
-B is the conditional half of the classifier-free-guidance batch ``[uncond, cond]`` (or the whole batch with
-``halves="both"`` or when the pipeline runs without CFG). ``trace.step`` is the evaluation index: a forward
-pre-hook on the UNet advances it once per UNet call, so it never depends on counting attention calls.
+**Order of composition** in one layer call, for the conditional rows (a controller sees only those):
+
+1. every controller's ``observe(layer, call, query, key)``, in list order;
+2. the ``token_scale(layer, call)`` factors of all controllers are multiplied together (an elementwise product,
+   so their order does not matter);
+3. explicit probabilities ``P = softmax(Q Kᵀ · scale) · token scales`` (float32), then, controller by controller
+   in list order: ``read_probs(P)`` if it ``reads_probs``, then ``P = edit_probs(P)`` if it ``edits_probs``.
+   A reader therefore sees the edits of the controllers before it in the list, never those after it;
+4. the output: ``P @ V`` if any controller edited, else the fused SDPA kernel with ``V`` scaled per
+   (head, token): ``Σ_t (p_t s_t) v_t = Σ_t p_t (s_t v_t)``. Readers alone never change the output: their
+   probabilities are computed beside the SDPA call.
+
+The unconditional rows are never shown to controllers and never changed.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from hrv_diffusion.core.heads import CALayer, HeadLayout, head_layout
+from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 
 
-class HeadAttnProcessor:
-    """Cross-attention with per-head observation, scaling and replacement. One instance per CA layer."""
+@dataclass(frozen=True)
+class UNetCall:
+    """One UNet evaluation: its index in the denoising loop and the conditional rows of its batch (None: not
+    said, under a plain ``pipe(...)``; the hooks then assume ``[uncond, cond]``, or all rows with cfg=False)."""
 
-    def __init__(self, layer: CALayer, trace: "HeadTrace"):
+    step: int
+    cond: slice | None = None
+
+
+class Controller:
+    """Base class of attention controllers: every method is a no-op; override the ones you need.
+
+    ``layer`` is an ``AttnLayer`` (``layer.kind`` is "cross" or "self"); tensors cover the conditional rows Bc:
+    ``query`` (Bc, h, N, d), ``key`` (Bc, h, T, d), ``probs`` (Bc, h, N, T).
+    """
+
+    self_attention = False  # set True to be called on self-attention layers as well
+
+    def observe(self, layer: AttnLayer, call: UNetCall, query: torch.Tensor, key: torch.Tensor) -> None:
+        """Read queries and keys (HRV votes)."""
+
+    def token_scale(self, layer: AttnLayer, call: UNetCall) -> torch.Tensor | None:
+        """(Bc, h, T) factors for the post-softmax probabilities, no renormalization; None = leave them."""
+        return None
+
+    def reads_probs(self, layer: AttnLayer, call: UNetCall) -> bool:
+        """Whether ``read_probs`` wants this layer call's probabilities."""
+        return False
+
+    def read_probs(self, layer: AttnLayer, call: UNetCall, probs: torch.Tensor) -> None:
+        """Read the probabilities (attention maps). Must not change them in place."""
+
+    def edits_probs(self, layer: AttnLayer, call: UNetCall) -> bool:
+        """Whether ``edit_probs`` replaces this layer call's probabilities (this leaves fused SDPA)."""
+        return False
+
+    def edit_probs(self, layer: AttnLayer, call: UNetCall, probs: torch.Tensor) -> torch.Tensor:
+        """Return the probabilities to use instead (same shape)."""
+        return probs
+
+
+class HookedAttnProcessor:
+    """Attention with observation, token scaling, reading and editing by controllers. One per hooked layer."""
+
+    def __init__(self, layer: AttnLayer, hooks: "AttentionHooks"):
         self.layer = layer
-        self.trace = trace
+        self.hooks = hooks
+        self.controllers = [c for c in hooks.controllers if layer.is_cross or c.self_attention]
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
-        trace, layer = self.trace, self.layer
+        layer, call = self.layer, self.hooks.call
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -39,56 +92,64 @@ class HeadAttnProcessor:
         if input_ndim == 4:
             batch, channel, height, width = hidden_states.shape
             hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        batch, n_query, _ = hidden_states.shape
+        batch = hidden_states.shape[0]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], batch)
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        if encoder_hidden_states is None:
+            context = hidden_states
+        elif attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(encoder_hidden_states)
 
         query = attn.to_q(hidden_states)
         if getattr(attn, "fused_projections", False) and hasattr(attn, "to_kv"):
-            key, value = attn.to_kv(encoder_hidden_states).chunk(2, dim=-1)
+            key, value = attn.to_kv(context).chunk(2, dim=-1)
         else:
-            key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+            key, value = attn.to_k(context), attn.to_v(context)
         head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (2B, h, N, d)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (2B, h, T, d)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (2B, h, T, d)
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, N, d)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, T, d)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, T, d)
+        if getattr(attn, "norm_q", None) is not None:
+            query = attn.norm_q(query)
+        if getattr(attn, "norm_k", None) is not None:
+            key = attn.norm_k(key)
 
-        step = trace.step
-        sel = trace.selected_half(batch)  # the samples controllers see
-        for controller in trace.controllers:
-            if hasattr(controller, "observe"):
-                controller.observe(layer, step, query[sel], key[sel])
+        rows = call.cond if call.cond is not None else self.hooks.default_rows(batch)
+        for c in self.controllers:
+            c.observe(layer, call, query[rows], key[rows])
 
-        scale = None  # (2B, h, T) or None
-        for controller in trace.controllers:
-            s = controller.token_scale(layer, step) if hasattr(controller, "token_scale") else None
+        scale = None  # (B, h, T) float32, ones on the unconditional rows
+        for c in self.controllers:
+            s = c.token_scale(layer, call)
             if s is not None:
                 if scale is None:
                     scale = torch.ones(batch, attn.heads, key.shape[2], device=value.device, dtype=torch.float32)
-                scale[sel] = scale[sel] * s.to(device=value.device, dtype=torch.float32)
+                scale[rows] = scale[rows] * s.to(device=value.device, dtype=torch.float32)
 
-        explicit = any(c.wants_probs(layer, step) for c in trace.controllers if hasattr(c, "wants_probs"))
-        if explicit:
-            # Slow path, only where a controller reads or replaces probabilities.
-            scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale  # (2B, h, N, T)
-            if attention_mask is not None:
-                scores = scores + attention_mask.float()
-            probs = scores.softmax(dim=-1)
-            if scale is not None:
-                probs = probs * scale[:, :, None, :]
-            for controller in trace.controllers:
-                if hasattr(controller, "edit_probs") and controller.wants_probs(layer, step):
-                    edited = controller.edit_probs(layer, step, probs[sel])
-                    if edited is not None:
-                        probs = probs.clone()
-                        probs[sel] = edited.to(probs.dtype)
+        readers = [c.reads_probs(layer, call) for c in self.controllers]
+        editors = [c.edits_probs(layer, call) for c in self.controllers]
+        if any(editors):
+            probs = self._probs(attn, query, key, attention_mask, scale)  # (B, h, N, T) float32
+            part = original = probs[rows]
+            for c, reads, edits in zip(self.controllers, readers, editors):
+                if reads:
+                    c.read_probs(layer, call, part)
+                if edits:
+                    part = c.edit_probs(layer, call, part)
+            if part is not original:
+                probs = torch.cat([probs[: rows.start], part, probs[rows.stop :]])
             hidden_states = torch.matmul(probs.to(value.dtype), value)
         else:
+            if any(readers):
+                mask = attention_mask[rows] if attention_mask is not None else None
+                part = self._probs(attn, query[rows], key[rows], mask, scale[rows] if scale is not None else None)
+                for c, reads in zip(self.controllers, readers):
+                    if reads:
+                        c.read_probs(layer, call, part)
             if scale is not None:
                 value = value * scale[..., None].to(value.dtype)
             hidden_states = F.scaled_dot_product_attention(
@@ -103,43 +164,67 @@ class HeadAttnProcessor:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
+    @staticmethod
+    def _probs(attn, query, key, attention_mask, scale) -> torch.Tensor:
+        """softmax(Q Kᵀ · scale) in float32, times the token scales: (B, h, N, T)."""
+        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
+        if attention_mask is not None:
+            scores = scores + attention_mask.float()
+        probs = scores.softmax(dim=-1)
+        return probs * scale[:, :, None, :] if scale is not None else probs
 
-class HeadTrace:
-    """``with HeadTrace(pipe_or_unet, [controller, ...]) as trace: pipe(...)``.
 
-    ``cfg``: the UNet batch is ``[uncond, cond]`` (True for pipelines called with guidance_scale > 1).
-    ``halves``: "cond" gives controllers the conditional half, "both" the whole batch.
+class AttentionHooks:
+    """``with AttentionHooks(pipe_or_unet, [controller, ...]) as hooks: ...`` installs the processors.
+
+    ``cfg`` only matters under a plain ``pipe(...)``: the batch is then assumed ``[uncond, cond]`` (True) or all
+    conditional (False). The loop in ``core/loop.py`` says it per call with ``set_call``.
     """
 
-    def __init__(self, pipe_or_unet, controllers=(), cfg: bool = True, halves: str = "cond"):
-        if halves not in ("cond", "both"):
-            raise ValueError(f"halves must be 'cond' or 'both', not {halves!r}")
+    def __init__(self, pipe_or_unet, controllers=(), cfg: bool = True):
         self.unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
         self.layout: HeadLayout = head_layout(self.unet)
         self.controllers = list(controllers)
-        self.cfg, self.halves = cfg, halves
-        self.step = -1  # evaluation index; -1 before the first UNet call
+        for c in self.controllers:
+            if not isinstance(c, Controller):
+                raise TypeError(f"{type(c).__name__} is not a Controller: subclass hrv_diffusion.core.attention.Controller")
+        self.cfg = cfg
+        self.call = UNetCall(-1)
+        self._explicit = False
         self._saved, self._hook = {}, None
 
-    def selected_half(self, batch: int) -> slice:
-        if self.cfg and self.halves == "cond":
-            return slice(batch // 2, batch)
-        return slice(0, batch)
+    @property
+    def step(self) -> int:
+        return self.call.step
+
+    def set_call(self, step: int, cond: slice) -> None:
+        """The next UNet call is evaluation ``step``; rows ``cond`` of its batch are conditional."""
+        self.call, self._explicit = UNetCall(step, cond), True
 
     def reset(self) -> None:
-        """Call between generations: the next UNet call is evaluation 0 again."""
-        self.step = -1
+        """Under plain ``pipe(...)`` calls: the next UNet call is evaluation 0 again."""
+        self.call, self._explicit = UNetCall(-1), False
 
-    def _advance(self, module, args) -> None:
-        self.step += 1
+    def default_rows(self, batch: int) -> slice:
+        return slice(batch // 2, batch) if self.cfg else slice(0, batch)
 
-    def __enter__(self) -> "HeadTrace":
+    def _on_unet_call(self, module, args, kwargs) -> None:
+        if self._explicit:  # set by the loop for this call
+            self._explicit = False
+            return
+        self.call = UNetCall(self.call.step + 1)
+
+    def hooked_layers(self) -> list[AttnLayer]:
+        wants_self = any(c.self_attention for c in self.controllers)
+        return list(self.layout.layers) + (list(self.layout.self_layers) if wants_self else [])
+
+    def __enter__(self) -> "AttentionHooks":
         modules = dict(self.unet.named_modules())
-        for layer in self.layout.layers:
+        for layer in self.hooked_layers():
             module = modules[layer.module_name]
             self._saved[layer.module_name] = module.processor
-            module.set_processor(HeadAttnProcessor(layer, self))
-        self._hook = self.unet.register_forward_pre_hook(self._advance)
+            module.set_processor(HookedAttnProcessor(layer, self))
+        self._hook = self.unet.register_forward_pre_hook(self._on_unet_call, with_kwargs=True)
         self.reset()
         return self
 

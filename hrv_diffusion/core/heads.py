@@ -1,8 +1,9 @@
-"""Cross-attention head layout of a UNet, in the published HRV order.
+"""Attention layers of a UNet, and the cross-attention head layout in the published HRV order.
 
 The published order is place (down, mid, up), then the CA layer's index within that place in forward
 order, then the head index (the h-th contiguous slice of to_q/to_k/to_v). diffusers' module order is
 down, up, mid, so we sort explicitly. Labels read exactly like the published files: ``down, layer: 0, head: 3``.
+A transformer block's self-attention (``attn1``) gets the same place and index as its cross-attention.
 """
 from __future__ import annotations
 
@@ -12,15 +13,24 @@ PLACES = ("down", "mid", "up")
 
 
 @dataclass(frozen=True)
-class CALayer:
-    """One cross-attention layer (an ``attn2`` module)."""
+class AttnLayer:
+    """One attention layer: cross-attention (an ``attn2`` module) or self-attention (``attn1``)."""
 
     place: str  # "down" | "mid" | "up"
-    index: int  # layer index within its place, forward order
+    index: int  # transformer-block index within its place, forward order
     module_name: str  # e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn2"
     heads: int
-    offset: int  # global index of its head 0 in the flattened HRV order
+    offset: int  # global index of its head 0 in the flattened HRV order (cross-attention; -1 for self)
     resolution: tuple[int, int]  # latent grid of its queries (height, width)
+    kind: str = "cross"  # "cross" | "self"
+
+    @property
+    def is_cross(self) -> bool:
+        return self.kind == "cross"
+
+    @property
+    def num_queries(self) -> int:
+        return self.resolution[0] * self.resolution[1]
 
     def label(self, head: int) -> str:
         return f"{self.place}, layer: {self.index}, head: {head}"
@@ -28,7 +38,10 @@ class CALayer:
 
 @dataclass(frozen=True)
 class HeadLayout:
-    layers: tuple[CALayer, ...]
+    """The CA layers of a UNet in HRV order; ``self_layers`` are its self-attention layers, same numbering."""
+
+    layers: tuple[AttnLayer, ...]
+    self_layers: tuple[AttnLayer, ...] = ()
 
     @property
     def num_heads(self) -> int:
@@ -38,8 +51,15 @@ class HeadLayout:
     def labels(self) -> list[str]:
         return [layer.label(h) for layer in self.layers for h in range(layer.heads)]
 
-    def by_module(self) -> dict[str, CALayer]:
+    def by_module(self) -> dict[str, AttnLayer]:
         return {layer.module_name: layer for layer in self.layers}
+
+    def split(self, values) -> dict[str, object]:
+        """An (..., H) array or tensor over all CA heads -> {module name: its layer's (..., h) slice}."""
+        if values.shape[-1] != self.num_heads:
+            raise ValueError(f"expected a last dimension of {self.num_heads} (one value per CA head), "
+                             f"got shape {tuple(values.shape)}")
+        return {layer.module_name: values[..., layer.offset : layer.offset + layer.heads] for layer in self.layers}
 
     def index_of(self, label: str) -> int:
         """Global head index of a label like ``up, layer: 8, head: 3``."""
@@ -83,21 +103,22 @@ def _block_resolution(config, module_name: str) -> tuple[int, int]:
 
 
 def head_layout(unet) -> HeadLayout:
-    """All CA layers of ``unet`` in the published order. Works on a meta-device UNet (no weights)."""
+    """All attention layers of ``unet``, CA layers in the published order. Works on a meta-device UNet."""
     from diffusers.models.attention_processor import Attention
 
-    found = {place: [] for place in PLACES}
+    found = {(place, kind): [] for place in PLACES for kind in ("cross", "self")}
     for name, module in unet.named_modules():  # forward order within each place
-        if isinstance(module, Attention) and module.is_cross_attention:
-            place = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}.get(name.split(".")[0])
-            if place is not None:
-                found[place].append((name, module.heads))
-    layers, offset = [], 0
+        place = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}.get(name.split(".")[0])
+        if isinstance(module, Attention) and place is not None:
+            found[place, "cross" if module.is_cross_attention else "self"].append((name, module.heads))
+    layers, self_layers, offset = [], [], 0
     for place in PLACES:
-        for index, (name, heads) in enumerate(found[place]):
-            layers.append(CALayer(place, index, name, heads, offset, _block_resolution(unet.config, name)))
+        for index, (name, heads) in enumerate(found[place, "cross"]):
+            layers.append(AttnLayer(place, index, name, heads, offset, _block_resolution(unet.config, name)))
             offset += heads
-    return HeadLayout(tuple(layers))
+        for index, (name, heads) in enumerate(found[place, "self"]):
+            self_layers.append(AttnLayer(place, index, name, heads, -1, _block_resolution(unet.config, name), "self"))
+    return HeadLayout(tuple(layers), tuple(self_layers))
 
 
 def unet_from_config(config: dict):

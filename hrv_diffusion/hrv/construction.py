@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hrv_diffusion import __version__
-from hrv_diffusion.core.attention import HeadTrace
 from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents, sequential_latents
 from hrv_diffusion.core.models import is_sdxl
 from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, derived_seed, sample_words
 from hrv_diffusion.hrv.shards import Shard, load_shard, save_shard
@@ -81,15 +81,11 @@ def shard_path(results_dir: Path, settings: RelevanceSettings, epoch: int, rank:
 
 def _latents(indices: list[int], run_order: list[int], shape: tuple, settings: RelevanceSettings) -> dict[int, torch.Tensor]:
     """CPU float32 latents for ``indices`` (a subset of ``run_order``), keyed by prompt index."""
-    if settings.seeding == "legacy":
-        wanted, generator, out = set(indices), torch.Generator().manual_seed(settings.seed), {}
-        for i in run_order:  # one randn per prompt, in list order, as the reference does
-            latent = torch.randn((1, *shape), generator=generator)
-            if i in wanted:
-                out[i] = latent
-        return out
-    return {i: torch.randn((1, *shape), generator=torch.Generator().manual_seed(derived_seed(settings.seed, i)))
-            for i in indices}
+    if settings.seeding == "legacy":  # one randn per prompt of the run, in list order, as the reference does
+        position = {i: n for n, i in enumerate(run_order)}
+        drawn = sequential_latents(settings.seed, max((position[i] for i in indices), default=-1) + 1, shape)
+        return {i: drawn[position[i] : position[i] + 1] for i in indices}
+    return {i: seed_latents([derived_seed(settings.seed, i)], shape) for i in indices}
 
 
 def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embeddings, prompts: list[str],
@@ -97,26 +93,20 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
                   resume: bool = False, progress: bool = True) -> list[Path]:
     """Run the prompts ``indices`` (into ``prompts``) for every epoch; return the shard paths written."""
     layout = head_layout(pipe.unet)
-    pipe.scheduler.set_timesteps(settings.num_inference_steps)
-    num_evaluations = len(pipe.scheduler.timesteps)
+    evaluations = num_evaluations(pipe, settings.num_inference_steps)
     bank = WordBank(pipe.unet, layout, text_embeddings.embeddings, text_embeddings.token_lengths)
-    config = pipe.unet.config
-    shape = (config.in_channels, config.sample_size, config.sample_size) if isinstance(config.sample_size, int) \
-        else (config.in_channels, *config.sample_size)
-    param = next(pipe.unet.parameters())
-    call_kwargs = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                       output_type="latent")
-    if settings.negative_prompt and not is_sdxl(pipe):  # the reference SDXL script ignores it (zero negatives)
-        call_kwargs["negative_prompt"] = NEGATIVE_PROMPT
+    shape = latent_shape(pipe)
+    # the reference SDXL script ignores --negative_prompt (zero negatives)
+    negative = NEGATIVE_PROMPT if settings.negative_prompt and not is_sdxl(pipe) else None
 
     meta = dict(metadata, **{k: v for k, v in asdict(settings).items() if k != "extra"}, **settings.extra,
-                num_evaluations=num_evaluations, head_labels=layout.labels, rank=rank, world_size=world_size,
+                num_evaluations=evaluations, head_labels=layout.labels, rank=rank, world_size=world_size,
                 num_prompts_total=len(prompts), version=__version__)
     written = []
     for epoch in range(1, settings.epochs + 1):
         path = shard_path(results_dir, settings, epoch, rank, world_size)
         epoch_meta = dict(meta, epoch=epoch)
-        votes = RelevanceVotes(bank, layout, num_evaluations, concept_set.num_concepts, compile=settings.compile)
+        votes = RelevanceVotes(bank, layout, evaluations, concept_set.num_concepts, compile=settings.compile)
         done: list[int] = []
         if path.exists():
             if not resume:
@@ -131,24 +121,22 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
         bar = tqdm(total=len(indices), initial=len(done), desc=f"HRV epoch {epoch}", unit="prompt",
                    disable=not progress)
         since_checkpoint = 0
-        with HeadTrace(pipe, [votes], cfg=settings.guidance_scale > 1.0) as trace:
-            for start in range(0, len(todo), settings.batch_size):
-                batch = todo[start : start + settings.batch_size]
-                choices = torch.stack([
-                    sample_words(concept_set.word_counts, num_evaluations, len(layout.layers),
-                                 torch.Generator().manual_seed(derived_seed(settings.seed, epoch, i, 1)))
-                    for i in batch])  # (B, T, layers, C)
-                votes.set_choices(choices)
-                batch_latents = torch.cat([latents.pop(i) for i in batch]).to(param.device, param.dtype)
-                trace.reset()  # the next UNet call is evaluation 0
-                with torch.no_grad():
-                    pipe(prompt=[prompts[i] for i in batch], latents=batch_latents, **call_kwargs)
-                done += batch
-                since_checkpoint += len(batch)
-                bar.update(len(batch))
-                if since_checkpoint >= settings.checkpoint_every and len(done) < len(indices):
-                    _save(path, votes, done, dict(epoch_meta, complete=False))
-                    since_checkpoint = 0
+        for start in range(0, len(todo), settings.batch_size):
+            batch = todo[start : start + settings.batch_size]
+            choices = torch.stack([
+                sample_words(concept_set.word_counts, evaluations, len(layout.layers),
+                             torch.Generator().manual_seed(derived_seed(settings.seed, epoch, i, 1)))
+                for i in batch])  # (B, T, layers, C)
+            votes.set_choices(choices)
+            generate(pipe, [prompts[i] for i in batch], torch.cat([latents.pop(i) for i in batch]),
+                     num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+                     negative_prompt=negative, controllers=[votes])  # latents only: no VAE
+            done += batch
+            since_checkpoint += len(batch)
+            bar.update(len(batch))
+            if since_checkpoint >= settings.checkpoint_every and len(done) < len(indices):
+                _save(path, votes, done, dict(epoch_meta, complete=False))
+                since_checkpoint = 0
         bar.close()
         _save(path, votes, done, dict(epoch_meta, complete=True))
         written.append(path)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hrv_diffusion.core.heads import CALayer, HeadLayout
+from hrv_diffusion.core.attention import Controller, UNetCall
+from hrv_diffusion.core.heads import AttnLayer, HeadLayout
 
 
 def derived_seed(*keys: int) -> int:
@@ -54,8 +55,8 @@ class WordBank:
         self.n_words = n_words.to(param.device)  # (W,)
 
 
-class RelevanceVotes:
-    """Controller for ``HeadTrace``: counts which concept each CA head attends to most.
+class RelevanceVotes(Controller):
+    """Counts which concept each CA head attends to most.
 
     ``counts``: (T, H, C) float32 on the UNet's device; host copies happen only when the caller asks.
     Before each batch, ``set_choices(choices)`` gives the sampled words, (B, T, layers, C) word indices.
@@ -74,15 +75,15 @@ class RelevanceVotes:
     def set_choices(self, choices: torch.Tensor) -> None:
         self.choices = choices.to(self.bank.tokens.device)
 
-    def observe(self, layer: CALayer, step: int, query: torch.Tensor, key: torch.Tensor) -> None:
+    def observe(self, layer: AttnLayer, call: UNetCall, query: torch.Tensor, key: torch.Tensor) -> None:
         batch, heads, _, head_dim = query.shape  # (B, h, N, d)
-        words = self.choices[:batch, step, self.ordinal[layer.module_name]]  # (B, C)
+        words = self.choices[:batch, call.step, self.ordinal[layer.module_name]]  # (B, C)
         bank = self.bank.keys[layer.module_name]  # (R, h, d)
         tokens, valid = self.bank.tokens[words], self.bank.valid[words]  # (B, C, n_max)
         keys = torch.cat([bank[:1].expand(batch, 1, heads, head_dim), bank[tokens.flatten(1)]], dim=1)  # (B, L, h, d), L = 1 + C * n_max
         keep = torch.cat([valid.new_ones(batch, 1), valid.flatten(1)], dim=1)  # (B, L)
         votes = self.head_votes(query, keys, keep, valid, self.bank.n_words[words])  # (B, h)
-        block = self.counts[step, layer.offset : layer.offset + heads]  # (h, C) view
+        block = self.counts[call.step, layer.offset : layer.offset + heads]  # (h, C) view
         block.scatter_add_(1, votes.T, torch.ones_like(votes.T, dtype=block.dtype))
 
 

@@ -12,29 +12,28 @@ import time
 import numpy as np
 import torch
 
+from hrv_diffusion.core.loop import generate as denoise
+from hrv_diffusion.core.loop import latent_shape, seed_latents
 from hrv_diffusion.toy import data, evaluator
 
 
 def initial_latents(pipe, n: int, seed: int) -> torch.Tensor:
     """(n, C, h, w) float32 on CPU: image i from torch.Generator().manual_seed(seed + i)."""
-    channels = pipe.unet.config.in_channels
-    size = pipe.unet.config.sample_size
-    return torch.stack([torch.randn(channels, size, size, generator=torch.Generator().manual_seed(seed + i))
-                        for i in range(n)])
+    return seed_latents([seed + i for i in range(n)], latent_shape(pipe))
 
 
-@torch.no_grad()
 def generate(pipe, captions: list[str], seed: int = 0, steps: int = 50, guidance: float = 7.5,
-             batch_size: int = 64) -> np.ndarray:
-    """(N, H, W, 3) uint8 images, one per caption."""
+             batch_size: int = 64, controllers_for=None) -> np.ndarray:
+    """(N, H, W, 3) uint8 images, one per caption (rounded, like diffusers' PIL output).
+
+    ``controllers_for(batch_captions)`` may give the attention controllers of each batch."""
     latents = initial_latents(pipe, len(captions), seed)
-    device, dtype = pipe._execution_device, pipe.unet.dtype
     out = []
     for start in range(0, len(captions), batch_size):
         batch = captions[start:start + batch_size]
-        images = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-                      latents=latents[start:start + len(batch)].to(device, dtype)).images  # (b, H, W, 3) in [0, 1]
-        out.append(np.clip(np.rint(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8))
+        controllers = controllers_for(batch) if controllers_for else ()
+        out.append(denoise(pipe, batch, latents[start:start + len(batch)], num_inference_steps=steps,
+                           guidance_scale=guidance, controllers=controllers, decode="round").images)
     return np.concatenate(out)
 
 

@@ -10,35 +10,29 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hrv_diffusion.core.attention import HeadTrace
 from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.loop import num_evaluations
 from hrv_diffusion.apps.weakening import HeadWeakening, HrvHeads, weakened_tokens
 from hrv_diffusion.toy import data, evaluator
-from hrv_diffusion.toy.evaluate import initial_latents
+from hrv_diffusion.toy.evaluate import generate
 
 ATTRIBUTE = {"Color": "color", "Shape": "shape", "Size": "size", "Position": "position", "Background": "background"}
 
 
-@torch.no_grad()
 def weakened_images(pipe, captions: list[str], heads: list[int], seed: int = 0, steps: int = 50,
                     guidance: float = 7.5, factor: float = -2.0, batch_size: int = 64) -> np.ndarray:
     """(N, H, W, 3) uint8: one image per caption with ``heads`` weakened on all of its prompt tokens."""
     layout = head_layout(pipe.unet)
-    latents = initial_latents(pipe, len(captions), seed)
-    pipe.scheduler.set_timesteps(steps)
-    evaluations = len(pipe.scheduler.timesteps)
-    out = []
-    for start in range(0, len(captions), batch_size):
-        batch = captions[start : start + batch_size]
+    evaluations = num_evaluations(pipe, steps)
+
+    def weakening(batch: list[str]):
         head_masks = torch.zeros(len(batch), layout.num_heads, dtype=torch.bool)  # (B, H)
         head_masks[:, heads] = True
         tokens = torch.stack([weakened_tokens(pipe.tokenizer, c) for c in batch])  # (B, 77)
-        control = HeadWeakening(layout, head_masks, tokens, factor, num_evaluations=evaluations)
-        with HeadTrace(pipe, [control]):
-            images = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-                          latents=latents[start : start + len(batch)]).images
-        out.append(np.clip(np.rint(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8))
-    return np.concatenate(out)
+        return [HeadWeakening(layout, head_masks, tokens, factor, num_evaluations=evaluations)]
+
+    return generate(pipe, captions, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size,
+                    controllers_for=weakening)
 
 
 def weakening_curves(pipe, hrv: np.ndarray, concept_names: list[str], concepts: list[str], k_list: list[int],

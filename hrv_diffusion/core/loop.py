@@ -1,0 +1,236 @@
+"""The one denoising loop of the toolkit, for SD 1.x/2.x and SDXL pipelines.
+
+Every feature that generates calls ``generate``: HRV construction, ordered weakening, the toy's evaluation and
+weakening, and the applications. It does what ``pipe(...)`` does (the pipeline's own ``encode_prompt``, SDXL's
+pooled embeddings and time ids, classifier-free guidance, the scheduler's steps, decoding) with the same numbers,
+and owns what the applications need to control:
+
+- the evaluation index: the loop tells the attention hooks, before every UNet call, which evaluation it is and
+  which rows of the batch are conditional, so extra passes (A&E's gradient passes) never shift the index;
+- the initial latents, made in one place (``seed_latents``, ``sequential_latents``);
+- ``StepHook``s, called before and after each scheduler step, which may replace the latents; ``before`` may run
+  with autograd and conditional-only UNet passes (``loop.noise(latents, t, step, rows="cond")``);
+- decoding to uint8 with an explicit policy: ``truncate`` (``(x * 255).astype(uint8)``, what the reference's own
+  loops do: weakening, P2P, SD-HRV) or ``round`` (diffusers' PIL path, which the reference's A&E uses).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hrv_diffusion.core.attention import AttentionHooks
+from hrv_diffusion.core.models import is_sdxl
+
+DECODE_POLICIES = ("truncate", "round")
+
+
+# ------------------------------------------------------------------------------------------------ latents
+
+def latent_shape(pipe, height: int | None = None, width: int | None = None) -> tuple[int, int, int]:
+    """(C, h, w) of one latent: the UNet's own sample size, or ``height``/``width`` in pixels."""
+    config = pipe.unet.config
+    size = config.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if height is not None:
+        h = height // pipe.vae_scale_factor
+    if width is not None:
+        w = width // pipe.vae_scale_factor
+    return config.in_channels, h, w
+
+
+def seed_latents(seeds, shape, device: str = "cpu") -> torch.Tensor:
+    """(B, *shape) float32: image b from its own ``torch.Generator(device).manual_seed(seeds[b])``, as the
+    reference's weakening, P2P and SD-HRV code does on the CPU (A&E uses a CUDA generator). Returned on the CPU."""
+    return torch.cat([torch.randn((1, *shape), generator=torch.Generator(device).manual_seed(int(s)), device=device)
+                      for s in seeds]).cpu()
+
+
+def sequential_latents(seed: int, count: int, shape) -> torch.Tensor:
+    """(count, *shape) float32: one CPU generator seeded ``seed``, one draw per image in order (the reference's
+    HRV construction)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.cat([torch.randn((1, *shape), generator=generator) for _ in range(count)] or [torch.empty(0, *shape)])
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+@dataclass
+class Conditioning:
+    """Encoded prompts of one batch of B images."""
+
+    cond: torch.Tensor  # (B, T, D) prompt embeddings
+    uncond: torch.Tensor | None  # (B, T, D) negative embeddings; None without CFG
+    added: dict | None = None  # SDXL: {"text_embeds": (B, P), "time_ids": (B, 6)}
+    uncond_added: dict | None = None
+
+    def rows(self, which: str) -> tuple[torch.Tensor, dict | None]:
+        """Embeddings and added conditioning for the UNet batch: "cfg" = [uncond, cond], "cond" = cond only."""
+        if which == "cond":
+            return self.cond, self.added
+        if which != "cfg" or self.uncond is None:
+            raise ValueError(f"rows must be 'cfg' (with CFG) or 'cond', not {which!r}")
+        added = None
+        if self.added is not None:
+            added = {k: torch.cat([self.uncond_added[k], v]) for k, v in self.added.items()}
+        return torch.cat([self.uncond, self.cond]), added
+
+
+def encode_prompts(pipe, prompts: list[str], negative_prompt=None, cfg: bool = True,
+                   height: int | None = None, width: int | None = None) -> Conditioning:
+    """The pipeline's own ``encode_prompt`` (SD: "" or ``negative_prompt`` as negatives; SDXL: zeros for an
+    empty negative, pooled embeddings and time ids for ``height`` x ``width``, crop (0, 0))."""
+    device = pipe._execution_device
+    if not is_sdxl(pipe):
+        cond, uncond = pipe.encode_prompt(prompts, device, 1, cfg, negative_prompt)
+        return Conditioning(cond, uncond if cfg else None)
+    cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
+        prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
+        negative_prompt=negative_prompt)
+    _, h, w = latent_shape(pipe, height, width)
+    size = (h * pipe.vae_scale_factor, w * pipe.vae_scale_factor)
+    projection = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else pooled.shape[-1]
+    time_ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=cond.dtype, text_encoder_projection_dim=projection)
+    time_ids = time_ids.to(device).repeat(len(prompts), 1)  # (B, 6)
+    added = {"text_embeds": pooled.to(device), "time_ids": time_ids}
+    uncond_added = {"text_embeds": uncond_pooled.to(device), "time_ids": time_ids} if cfg else None
+    return Conditioning(cond.to(device), uncond.to(device) if cfg else None, added, uncond_added)
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+class StepHook:
+    """Called around each scheduler step; either method may return new latents (or None to keep them).
+
+    ``before(step, t, latents, loop)`` runs before the step's guided UNet call, under autograd when ``grad`` is
+    True: it may run conditional-only passes, ``loop.noise(latents, t, step, rows="cond")`` (A&E's update).
+    ``after(step, t, latents)`` runs after the scheduler step (P2P's local blending).
+    """
+
+    grad = False
+
+    def before(self, step: int, t, latents: torch.Tensor, loop: "DenoisingLoop") -> torch.Tensor | None:
+        return None
+
+    def after(self, step: int, t, latents: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+class DenoisingLoop:
+    """The UNet of one generation, called with the right rows and evaluation index."""
+
+    def __init__(self, pipe, conditioning: Conditioning, guidance_scale: float, hooks: AttentionHooks | None = None):
+        self.pipe, self.conditioning, self.guidance_scale, self.hooks = pipe, conditioning, guidance_scale, hooks
+        self.cfg = guidance_scale > 1.0 and conditioning.uncond is not None
+
+    def noise(self, latents: torch.Tensor, t, step: int, rows: str = "cfg") -> torch.Tensor:
+        """Predicted noise for ``latents`` (B, C, h, w) at timestep ``t``, evaluation ``step``.
+
+        ``rows="cfg"``: one UNet call on [uncond, cond] (or cond alone without CFG), combined by the guidance
+        scale. ``rows="cond"``: the conditional rows only, no guidance (a gradient pass)."""
+        guided = rows == "cfg" and self.cfg
+        batch = latents.shape[0]
+        embeds, added = self.conditioning.rows("cfg" if guided else "cond")
+        sample = torch.cat([latents] * 2) if guided else latents
+        sample = self.pipe.scheduler.scale_model_input(sample, t)
+        if self.hooks is not None:
+            self.hooks.set_call(step, slice(batch, 2 * batch) if guided else slice(0, batch))
+        out = self.pipe.unet(sample, t, encoder_hidden_states=embeds, timestep_cond=None,
+                             added_cond_kwargs=added, return_dict=False)[0]
+        if guided:
+            uncond, cond = out.chunk(2)
+            out = uncond + self.guidance_scale * (cond - uncond)
+        return out
+
+
+@dataclass
+class Generation:
+    latents: torch.Tensor  # (B, C, h, w) final latents
+    images: np.ndarray | None  # (B, H, W, 3) uint8, when decoded
+
+
+def num_evaluations(pipe, num_inference_steps: int) -> int:
+    """UNet evaluations of a generation (PNDM with 50 steps: 51)."""
+    pipe.scheduler.set_timesteps(num_inference_steps)
+    return len(pipe.scheduler.timesteps)
+
+
+def generate(pipe, prompts: list[str], latents: torch.Tensor, *, num_inference_steps: int = 50,
+             guidance_scale: float = 7.5, negative_prompt=None, controllers=(), step_hooks=(),
+             decode: str | None = None, conditioning: Conditioning | None = None,
+             height: int | None = None, width: int | None = None) -> Generation:
+    """Denoise ``latents`` (B, C, h, w), unscaled noise (e.g. ``seed_latents``), for ``prompts`` (B).
+
+    ``controllers`` are installed on the attention layers for this generation; ``step_hooks`` run around each
+    step; ``decode`` ("truncate" | "round" | None) gives uint8 images, None skips the VAE."""
+    if decode not in (None, *DECODE_POLICIES):
+        raise ValueError(f"decode must be one of {DECODE_POLICIES} or None, not {decode!r}")
+    if len(prompts) != latents.shape[0]:
+        raise ValueError(f"{len(prompts)} prompts for {latents.shape[0]} latents")
+    unet = pipe.unet
+    device, dtype = pipe._execution_device, unet.dtype
+    scheduler = pipe.scheduler
+    with torch.no_grad():
+        if conditioning is None:
+            conditioning = encode_prompts(pipe, list(prompts), negative_prompt, guidance_scale > 1.0, height, width)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        latents = latents.to(device, dtype) * scheduler.init_noise_sigma
+        extra = pipe.prepare_extra_step_kwargs(None, 0.0)
+    hooks = AttentionHooks(unet, controllers) if controllers else None
+    loop = DenoisingLoop(pipe, conditioning, guidance_scale, hooks)
+    with hooks if hooks is not None else nullcontext():
+        for step, t in enumerate(scheduler.timesteps):
+            for hook in step_hooks:
+                with torch.enable_grad() if hook.grad else torch.no_grad():
+                    new = hook.before(step, t, latents, loop)
+                if new is not None:
+                    latents = new.detach()
+            with torch.no_grad():
+                latents = scheduler.step(loop.noise(latents, t, step), t, latents, **extra, return_dict=False)[0]
+                for hook in step_hooks:
+                    new = hook.after(step, t, latents)
+                    if new is not None:
+                        latents = new
+    images = decode_latents(pipe, latents, decode) if decode else None
+    return Generation(latents, images)
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+
+def to_uint8(images: torch.Tensor, policy: str = "truncate") -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8 on the host, converted on the device in float32.
+
+    ``truncate``: ``(x * 255).astype(uint8)``, the reference's own loops. ``round``: round half to even, the
+    values of diffusers' PIL output (``numpy_to_pil``)."""
+    scaled = images.float().mul(255)
+    if policy == "round":
+        scaled = scaled.round()
+    elif policy != "truncate":
+        raise ValueError(f"decode policy must be one of {DECODE_POLICIES}, not {policy!r}")
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: torch.Tensor, policy: str = "truncate") -> np.ndarray:
+    """Latents -> (B, H, W, 3) uint8 through the VAE, as the pipelines decode (SDXL upcasts an fp16 VAE that
+    asks for it; no watermark), then ``to_uint8``."""
+    vae = pipe.vae
+    upcast = is_sdxl(pipe) and vae.dtype == torch.float16 and vae.config.force_upcast
+    if upcast:
+        vae.to(torch.float32)
+    latents = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if is_sdxl(pipe) and mean is not None and std is not None:
+        mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents.device, latents.dtype)
+        std = torch.tensor(std).view(1, -1, 1, 1).to(latents.device, latents.dtype)
+        latents = latents * std / vae.config.scaling_factor + mean
+    else:
+        latents = latents / vae.config.scaling_factor
+    images = vae.decode(latents, return_dict=False)[0]
+    if upcast:
+        vae.to(torch.float16)
+    return to_uint8((images * 0.5 + 0.5).clamp(0, 1), policy)

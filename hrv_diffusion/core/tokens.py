@@ -1,0 +1,125 @@
+"""Token utilities: where a word sits among a prompt's tokens, and Prompt-to-Prompt's token alignments.
+
+Positions count the start token as 0, so the first word's first token is 1 (the convention of the reference's
+``get_word_inds`` and of ``--token_indices``). A word split by the BPE into several pieces ("rose-colored" ->
+rose, -, colored) has all of its positions.
+
+- ``word_token_positions(tokenizer, prompt, word)``: every position of ``word`` (one word, several words, or a
+  word index) among the space-separated words of ``prompt``.
+- ``word_swap_mapper(tokenizer, source, target)``: P2P's replacement mapper (77 x 77) for prompts of equal
+  word counts: swapped words map token to token when their token counts agree, else every source piece maps to
+  every target piece with weight 1/|target pieces|. The reference's tail rule (``M[j, j]``, not ``M[i, j]``,
+  after the last swapped word) is kept: after a swap of unequal token counts the tail is misaligned, as there.
+- ``refinement_mapper(tokenizer, source, target)``: P2P's refinement alignment for prompts that differ by added
+  words: a global alignment of the token ids (gap 0, match 1, mismatch -1), giving for every target position
+  its source position and whether it has one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+MAX_TOKENS = 77
+
+
+def _pieces(tokenizer, text: str) -> list[str]:
+    """Each token of ``text`` decoded on its own, without start and end tokens."""
+    return [tokenizer.decode([t]).strip("#") for t in tokenizer.encode(text)][1:-1]
+
+
+def word_token_positions(tokenizer, text: str, word: str | int) -> list[int]:
+    """Token positions (1-based, after SOT) of ``word`` in ``text``: every occurrence of a word or of a run of
+    words (exact, case-sensitive match on space-separated words), or the word at index ``word`` if an int.
+    Tokens are matched to words by their decoded lengths, as Prompt-to-Prompt does."""
+    words = text.split(" ")
+    if isinstance(word, (int, np.integer)):
+        positions = {int(word)}
+    else:
+        target = word.strip().split(" ")
+        starts = [i for i in range(len(words) - len(target) + 1) if words[i : i + len(target)] == target]
+        positions = {i + j for i in starts for j in range(len(target))}
+    out, ptr, length = [], 0, 0
+    for i, piece in enumerate(_pieces(tokenizer, text)):
+        length += len(piece)
+        if ptr in positions:
+            out.append(i + 1)
+        if ptr < len(words) and length >= len(words[ptr]):
+            ptr, length = ptr + 1, 0
+    return out
+
+
+def word_swap_mapper(tokenizer, source: str, target: str, max_len: int = MAX_TOKENS) -> torch.Tensor:
+    """(max_len, max_len) float32 M, rows = source positions, columns = target positions: mapped target
+    attention = source attention @ M."""
+    source_words, target_words = source.split(" "), target.split(" ")
+    if len(source_words) != len(target_words):
+        raise ValueError(f"a word swap needs prompts of the same number of words: {source!r} has "
+                         f"{len(source_words)}, {target!r} has {len(target_words)}. Use a refinement edit for "
+                         "prompts that differ by added words")
+    swapped = [i for i, (a, b) in enumerate(zip(source_words, target_words)) if a != b]
+    source_pos = [word_token_positions(tokenizer, source, i) for i in swapped]
+    target_pos = [word_token_positions(tokenizer, target, i) for i in swapped]
+    mapper = np.zeros((max_len, max_len), dtype=np.float64)
+    i = j = done = 0
+    while i < max_len and j < max_len:
+        if done < len(swapped) and source_pos[done] and source_pos[done][0] == i:
+            src, tgt = source_pos[done], target_pos[done]
+            if len(src) == len(tgt):
+                mapper[src, tgt] = 1
+            else:
+                for t in tgt:
+                    mapper[src, t] = 1 / len(tgt)
+            done += 1
+            i, j = i + len(src), j + len(tgt)
+        elif done < len(swapped):
+            mapper[i, j] = 1
+            i, j = i + 1, j + 1
+        else:
+            mapper[j, j] = 1  # the reference's tail rule
+            i, j = i + 1, j + 1
+    return torch.from_numpy(mapper).float()
+
+
+def _global_alignment(x: list[int], y: list[int], gap: int = 0, match: int = 1, mismatch: int = -1) -> np.ndarray:
+    """Needleman-Wunsch traceback (1 = left, 2 = up, 3 = diagonal, 4 = origin); ties prefer left, then up."""
+    score = np.zeros((len(x) + 1, len(y) + 1), dtype=np.int64)
+    score[0, 1:] = (np.arange(len(y)) + 1) * gap
+    score[1:, 0] = (np.arange(len(x)) + 1) * gap
+    trace = np.zeros_like(score)
+    trace[0, 1:], trace[1:, 0], trace[0, 0] = 1, 2, 4
+    for i in range(1, len(x) + 1):
+        for j in range(1, len(y) + 1):
+            left, up = score[i, j - 1] + gap, score[i - 1, j] + gap
+            diagonal = score[i - 1, j - 1] + (match if x[i - 1] == y[j - 1] else mismatch)
+            best = max(left, up, diagonal)
+            score[i, j] = best
+            trace[i, j] = 1 if best == left else 2 if best == up else 3
+    return trace
+
+
+def refinement_mapper(tokenizer, source: str, target: str, max_len: int = MAX_TOKENS):
+    """(mapper, alphas), both (max_len,): target position j takes source position ``mapper[j]``; ``alphas[j]``
+    is 0 where the target token has no source token (a new word), else 1 (and 1 past the target prompt)."""
+    x, y = tokenizer.encode(source), tokenizer.encode(target)
+    trace = _global_alignment(x, y)
+    pairs, i, j = [], len(x), len(y)  # (target position, source position or -1)
+    while i > 0 or j > 0:
+        step = trace[i, j]
+        if step == 3:
+            i, j = i - 1, j - 1
+            pairs.append((j, i))
+        elif step == 1:
+            j -= 1
+            pairs.append((j, -1))
+        elif step == 2:
+            i -= 1
+        else:
+            break
+    pairs.reverse()
+    aligned = torch.tensor(pairs, dtype=torch.int64)  # (len(y), 2)
+    alphas = torch.ones(max_len)
+    alphas[: len(aligned)] = aligned[:, 1].ne(-1).float()
+    mapper = torch.zeros(max_len, dtype=torch.int64)
+    mapper[: len(aligned)] = aligned[:, 1]
+    mapper[len(aligned) :] = len(y) + torch.arange(max_len - len(y))
+    return mapper, alphas
