@@ -9,7 +9,7 @@ if str(ROOT) not in sys.path:  # the package need not be installed to run the te
     sys.path.insert(0, str(ROOT))
 
 from hrv_diffusion.hrv.concepts import (  # noqa: E402
-    DEFAULT_DESCRIPTION, ConceptSet, ConceptSetError, check_counts, check_token_lengths, description_name,
+    BUILTIN_DESCRIPTIONS, DEFAULT_DESCRIPTION, ConceptSet, ConceptSetError, check_counts, check_token_lengths, description_name,
     detect_format, read_concept_set, resolve_description, write_concept_set,
 )
 
@@ -176,7 +176,7 @@ def test_read_checks_counts(tmp_path):
 def test_resolve_description_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shipped = resolve_description(DEFAULT_DESCRIPTION)
-    assert shipped == ROOT / "descriptions" / f"{DEFAULT_DESCRIPTION}.txt"
+    assert shipped == BUILTIN_DESCRIPTIONS / f"{DEFAULT_DESCRIPTION}.txt"
     (tmp_path / "descriptions").mkdir()
     local = write_concept_set(tmp_path / "descriptions" / f"{DEFAULT_DESCRIPTION}.txt", SMALL)
     assert resolve_description(DEFAULT_DESCRIPTION) == tmp_path / "descriptions" / local.name  # cwd first
@@ -194,7 +194,7 @@ def test_resolve_description_error_lists_places_and_names(tmp_path, monkeypatch)
         resolve_description("no_such_set")
     message = str(info.value)
     assert str(tmp_path / "descriptions" / "no_such_set.txt") in message
-    assert str(ROOT / "descriptions" / "no_such_set.csv") in message
+    assert str(BUILTIN_DESCRIPTIONS / "no_such_set.csv") in message
     assert DEFAULT_DESCRIPTION in message.split("Available names:")[1]
 
 
@@ -207,7 +207,7 @@ def test_description_name():
 
 
 def test_shipped_paper_set():
-    path = ROOT / "descriptions" / f"{DEFAULT_DESCRIPTION}.txt"
+    path = BUILTIN_DESCRIPTIONS / f"{DEFAULT_DESCRIPTION}.txt"
     assert detect_format(path.read_text(encoding="utf-8").splitlines()) == "ours"
     cs = read_concept_set(path, num_concepts=34, num_words_per_concept=10)
     assert cs.names[:3] == ("Animals", "Plants", "Fruits and Vegetables")

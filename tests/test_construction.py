@@ -298,7 +298,7 @@ def test_cli_end_to_end_from_another_directory(pipe, embeddings, tmp_path, monke
     assert index.tolist() == head_layout(pipe.unet).labels
 
     # The paper's "merged" prompts need the PromptHero file, which is not shipped.
-    monkeypatch.setattr("hrv_diffusion.hrv.prompts.PROJECT_ROOT", tmp_path)  # whatever the checkout holds
+    monkeypatch.setattr("hrv_diffusion.hrv.prompts.BUILTIN_PROMPTS", tmp_path)  # whatever the checkout holds
     capsys.readouterr()
     assert relevance_cli.main(common + ["--prompt", "merged", "--quiet"]) == 2
     assert "prompt-hero" in capsys.readouterr().err

@@ -197,9 +197,9 @@ def test_write_published_sd14_names_shapes_dtypes(tmp_path):
     assert per_step_index.shape == (T * H,) and per_step_index.tolist() == labels * T
     rank = np.load(tmp_path / "340_final_ranking_list.npy")
     assert rank.shape == (C, H) and rank.dtype == np.float64 and np.allclose(rank, relevance(counts))
-    roles = read_head_roles(tmp_path / f"head_roles_ba_epoch_1_to_1_top_11_neg_prompt_False_merged_340_final_text_descriptions_sd_v1_4.csv")
+    roles = read_head_roles(tmp_path / "head_roles_ba_epoch_1_to_1_top_11_neg_prompt_False_merged_340_final_text_descriptions_sd_v1_4.csv")
     assert list(roles) == concepts and roles["Plants"] == head_roles(rank, labels, 11, "top")[1]
-    assert f"head_roles_ba_epoch_1_to_1_bottom_128_neg_prompt_False_merged_340_final_text_descriptions_sd_v1_4.csv" in names
+    assert "head_roles_ba_epoch_1_to_1_bottom_128_neg_prompt_False_merged_340_final_text_descriptions_sd_v1_4.csv" in names
     assert f"output_ba_{stem}.csv" in names and "hrv_merged_340_final_text_descriptions_sd_v1_4.csv" in names
     vectors, read_labels = read_hrv(tmp_path / f"category_vectors_{stem}.npy", tmp_path / f"head_index_{stem}.npy")
     assert np.array_equal(vectors, cv) and read_labels == labels

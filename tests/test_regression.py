@@ -8,7 +8,6 @@ more than one grey level below them.
 from __future__ import annotations
 
 import importlib.util
-import tempfile
 from pathlib import Path
 
 import numpy as np

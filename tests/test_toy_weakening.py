@@ -1,15 +1,15 @@
 """End-to-end ground truth on the shipped toy model: weakening the HRV's most relevant heads (MoRHF) hurts the
 concept more than weakening its least relevant ones (LeRHF). Small enough for CI (CPU, about a minute)."""
-from pathlib import Path
 
 import pytest
 
+from hrv_diffusion.hrv.vectors import TOY_HRV_DIR
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.hrv.files import OutputNames, read_hrv
 from hrv_diffusion.toy.weakening import weakening_curves
 
-FINAL = Path(__file__).resolve().parents[1] / "final_result"
+FINAL = TOY_HRV_DIR
 
 
 @pytest.fixture(scope="module")

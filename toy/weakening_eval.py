@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ordered weakening on the toy model: MoRHF vs LeRHF accuracy for every toy concept (evaluator, not CLIP).
 
-    python toy/weakening_eval.py --out docs/toy          # after the toy HRVs are in final_result/ (see README)
+    python toy/weakening_eval.py --out docs/toy          # the toy HRVs shipped in the package
 
 Writes OUT/weakening_results.json (every concept, every attribute) and OUT/weakening_{concept}.png/.pdf.
 """
@@ -20,13 +20,14 @@ if str(ROOT) not in sys.path:
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
 from hrv_diffusion.core.models import load_pipeline  # noqa: E402
 from hrv_diffusion.hrv.files import OutputNames, read_hrv  # noqa: E402
+from hrv_diffusion.hrv.vectors import TOY_HRV_DIR  # noqa: E402
 from hrv_diffusion.toy.weakening import weakening_curves  # noqa: E402
 from hrv_diffusion.apps.weakening_plots import plot_weakening_curves  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--final_result", default=str(ROOT / "final_result"))
+    p.add_argument("--final_result", default=str(TOY_HRV_DIR), help="folder of the toy HRV files (default: shipped)")
     p.add_argument("--prompt", default="toy", help="prompt-list name of the HRV files")
     p.add_argument("--concepts", nargs="+", default=["Color", "Shape", "Size", "Position", "Background"])
     p.add_argument("--k", type=int, nargs="+", default=[0, 7, 14, 28], help="heads weakened (56 in all)")

@@ -25,6 +25,7 @@ import numpy as np
 
 from hrv_diffusion.apps.weakening_experiments import Experiment, clip_text_for, experiment
 from hrv_diffusion.hrv.shards import atomic_output
+from hrv_diffusion.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -47,7 +48,7 @@ class Scorer(Protocol):
         ...
 
 
-class ClipWeightsUnavailable(RuntimeError):
+class ClipWeightsUnavailable(UserError):
     """The CLIP weights cannot be found offline (or downloaded); the message says how to provide them."""
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hrv_diffusion.errors import UserError
+
 # ------------------------------------------------------------------------------------------------ item lists
 # As in the reference notebooks, in their order (the order decides prompt order and substring matching).
 
@@ -129,7 +131,7 @@ EXPERIMENTS: dict[int, Experiment] = {e.number: e for e in [
 ]}
 
 
-class UnknownExperimentError(KeyError, ValueError):
+class UnknownExperimentError(KeyError, UserError):
     """No experiment has that number (a KeyError and a ValueError, so either ``except`` catches it)."""
 
     def __str__(self) -> str:

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from hrv_diffusion.hrv.files import write_published
 from hrv_diffusion.hrv.shards import Shard, ShardFormatError, find_shards, load_shard, merge_shards
+from hrv_diffusion.cli.common import run_cli
+from hrv_diffusion.errors import UserError
 
 SHARD_MAKER = "head_relevance_calculation.py"
 
 
-class ExtractError(Exception):
+class ExtractError(UserError):
     """A problem the user can fix; printed as one ``error:`` line."""
 
 
@@ -136,13 +138,11 @@ def run(args) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        written = run(args)
-    except (ExtractError, ValueError, OSError) as error:
-        message = " ".join(str(error).split())  # one line
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    return run_cli(_main, build_parser().parse_args(argv))
+
+
+def _main(args) -> int:
+    written = run(args)
     print(f"wrote {len(written)} files to {Path(args.output_dir).resolve()}:")
     for path in written:
         print(f"  {path}")

@@ -17,6 +17,8 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from hrv_diffusion.errors import UserError
+
 EXAMPLES = """\
 examples:
   hrv-heads --config-only CompVis/stable-diffusion-v1-4        # 128 heads, from unet/config.json only
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _UsageError(Exception):
+class _UsageError(UserError):
     """A MODEL argument that names nothing usable; reported as one line."""
 
 

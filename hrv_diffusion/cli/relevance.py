@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 SD_CARD = "CompVis/stable-diffusion-v1-4"
@@ -72,14 +71,15 @@ def run(args) -> int:
     from hrv_diffusion.hrv.concepts import check_counts, check_token_lengths, description_name, read_concept_set, resolve_description
     from hrv_diffusion.hrv.construction import RelevanceSettings, rank_indices, run_relevance, subset_indices
     from hrv_diffusion.hrv.embeddings import embeddings_path, load_text_embeddings
+    from hrv_diffusion.core.device import resolve_device, resolve_dtype
     from hrv_diffusion.core.models import load_pipeline, model_version
     from hrv_diffusion.hrv.prompts import load_prompts, prompt_name, prompts_fingerprint
 
     rank, world_size, local_rank = _distributed()
     if world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    device = args.device or (f"cuda:{local_rank if world_size > 1 else args.gpu_num}" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype if args.dtype != "auto" else ("float16" if str(device).startswith("cuda") else "float32")
+    device = resolve_device(args.device, args.gpu_num)
+    dtype = resolve_dtype(args.dtype, device)
 
     concept_file = resolve_description(args.description)
     concepts = read_concept_set(concept_file, args.num_concepts, args.num_words_per_concept)
@@ -129,15 +129,9 @@ def run(args) -> int:
 
 
 def main(argv=None, default_card: str = SD_CARD, default_batch: int = 16) -> int:
-    from hrv_diffusion.hrv.concepts import ConceptSetError
-    from hrv_diffusion.core.models import ModelNotAvailableError
+    from hrv_diffusion.cli.common import run_cli
 
-    args = build_parser(default_card, default_batch).parse_args(argv)
-    try:
-        return run(args)
-    except (ModelNotAvailableError, ConceptSetError, FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_cli(run, build_parser(default_card, default_batch).parse_args(argv))
 
 
 def main_sdxl(argv=None) -> int:

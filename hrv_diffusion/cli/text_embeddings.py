@@ -8,12 +8,13 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-import torch
 
-from hrv_diffusion.hrv.concepts import (DEFAULT_DESCRIPTION, ConceptSetError, check_token_lengths, description_name,
+from hrv_diffusion.hrv.concepts import (DEFAULT_DESCRIPTION, check_token_lengths, description_name,
                         read_concept_set, resolve_description)
 from hrv_diffusion.hrv.embeddings import build_text_embeddings, embeddings_path, save_text_embeddings
-from hrv_diffusion.core.models import DTYPES, ModelNotAvailableError, load_pipeline, model_version
+from hrv_diffusion.cli.common import run_cli
+from hrv_diffusion.core.device import resolve_device
+from hrv_diffusion.core.models import DTYPES, load_pipeline, model_version
 
 
 @dataclass
@@ -62,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def pick_device(settings: TextEmbeddingSettings) -> str:
-    if settings.device:
-        return settings.device
-    return f"cuda:{settings.gpu_num}" if torch.cuda.is_available() else "cpu"
+    return resolve_device(settings.device, settings.gpu_num)
 
 
 def run(settings: TextEmbeddingSettings) -> str:
@@ -86,12 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         build_parser().error("--batch_size must be at least 1")
-    try:
-        print(run(TextEmbeddingSettings(**{k: v for k, v in vars(args).items() if k != "prompt"})))
-    except (ModelNotAvailableError, ConceptSetError) as error:
-        print("error: " + " ".join(str(error).split()), file=sys.stderr)
-        return 2
-    return 0
+    settings = TextEmbeddingSettings(**{k: v for k, v in vars(args).items() if k != "prompt"})
+    return run_cli(lambda s: print(run(s)), settings)
 
 
 if __name__ == "__main__":

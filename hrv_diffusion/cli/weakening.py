@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from hrv_diffusion.cli.relevance import SD_CARD, SDXL_CARD
@@ -63,13 +62,13 @@ def build_parser(default_card: str = SD_CARD) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     import numpy as np
-    import torch
     from tqdm.auto import tqdm
 
     from hrv_diffusion.hrv.concepts import description_name, read_concept_set, resolve_description
     from hrv_diffusion.hrv.construction import rank_indices, subset_indices
     from hrv_diffusion.apps.weakening_experiments import build_prompts, clip_text_for, experiment
     from hrv_diffusion.core.heads import head_layout
+    from hrv_diffusion.core.device import resolve_device, resolve_dtype
     from hrv_diffusion.core.models import load_pipeline, model_version
     from hrv_diffusion.apps.output_paths import safe_folder_name
     from hrv_diffusion.hrv.prompts import read_prompt_file
@@ -99,9 +98,8 @@ def run(args) -> int:
                         description=description_name(args.description), model_version=mv)
     final = Path(args.final_result)
 
-    local = int(os.environ.get("LOCAL_RANK", 0)) if world > 1 else args.gpu_num
-    device = args.device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype if args.dtype != "auto" else ("float16" if device.startswith("cuda") else "float32")
+    device = resolve_device(args.device, args.gpu_num)
+    dtype = resolve_dtype(args.dtype, device)
     pipe = load_pipeline(args.model_card, dtype=dtype, device=device)
     if args.compile:
         from hrv_diffusion.core.speed import compile_unet_regions
@@ -145,15 +143,9 @@ def run(args) -> int:
 
 
 def main(argv=None, default_card: str = SD_CARD) -> int:
-    from hrv_diffusion.hrv.concepts import ConceptSetError
-    from hrv_diffusion.core.models import ModelNotAvailableError
+    from hrv_diffusion.cli.common import run_cli
 
-    args = build_parser(default_card).parse_args(argv)
-    try:
-        return run(args)
-    except (ModelNotAvailableError, ConceptSetError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_cli(run, build_parser(default_card).parse_args(argv))
 
 
 def main_sdxl(argv=None) -> int:

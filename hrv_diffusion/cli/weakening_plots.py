@@ -11,6 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from hrv_diffusion.cli.common import run_cli
+from hrv_diffusion.errors import UserError
+
 EXAMPLES = """\
 examples:
   python ordered_weakening_analysis/draw_plots.py --experiment_num 5
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class PlotError(Exception):
+class PlotError(UserError):
     """A problem the user can fix; printed as one ``error:`` line."""
 
 
@@ -122,12 +125,11 @@ def run(args) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        written = run(args)
-    except (PlotError, ValueError, OSError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+    return run_cli(_main, build_parser().parse_args(argv))
+
+
+def _main(args) -> int:
+    written = run(args)
     for path in written:
         print(f"wrote {path}")
     return 0

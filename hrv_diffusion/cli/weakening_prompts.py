@@ -58,11 +58,13 @@ def _listing() -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from hrv_diffusion.apps.weakening_experiments import build_prompts, clip_text_for, experiment
+    from hrv_diffusion.cli.common import run_cli
 
     if args.list:
         print(_listing())
         return 0
-    try:
+
+    def write(args) -> int:
         exp = experiment(args.experiment_num)
         prompts = build_prompts(exp)
         lines = [f"{p}\t{clip_text_for(p, exp)}" if args.with_text else p for p in prompts]
@@ -73,10 +75,9 @@ def main(argv=None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(text, encoding="utf-8")
             print(f"wrote {len(prompts)} prompts of exp {exp.number} ({exp.concept}) to {args.out}")
-    except (OSError, ValueError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(write, args)
 
 
 if __name__ == "__main__":

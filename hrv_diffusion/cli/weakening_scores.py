@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from hrv_diffusion.errors import UserError
+
 EXAMPLES = """\
 examples:
   python ordered_weakening_analysis/calculate_similarity.py --experiment_num 5
@@ -107,14 +109,16 @@ def run(args) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from hrv_diffusion.apps.clip_scoring import ClipWeightsUnavailable
+    from hrv_diffusion.cli.common import run_cli
 
+    return run_cli(_main, build_parser().parse_args(argv))
+
+
+def _main(args) -> int:
     try:
         written = run(args)
-    except (ClipWeightsUnavailable, FileNotFoundError, ValueError, ImportError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+    except ImportError as error:  # open_clip missing
+        raise UserError(str(error)) from None
     for path in written:
         print(f"wrote {path}")
     return 0

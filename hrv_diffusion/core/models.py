@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from hrv_diffusion.core.device import DTYPES
+from hrv_diffusion.errors import UserError
+
 
 # Names the reference uses in its file names; other cards get a sanitized name of their own.
 MODEL_VERSIONS = {
@@ -25,7 +27,7 @@ TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "toy"
 ALIASES = {"toy": TOY_MODEL_DIR}
 
 
-class ModelNotAvailableError(RuntimeError):
+class ModelNotAvailableError(UserError):
     """The weights are neither in a local folder nor in the Hugging Face cache (and no network)."""
 
 
@@ -113,7 +115,9 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         cls = StableDiffusionXLPipeline if is_sdxl_index(load_model_index(card)) else StableDiffusionPipeline
-        extra = {} if cls is StableDiffusionXLPipeline else {"safety_checker": None, "requires_safety_checker": False}
+        # The reference applies no watermark to SDXL images, and the SD 1.x safety checker is off.
+        extra = ({"add_watermarker": False} if cls is StableDiffusionXLPipeline
+                 else {"safety_checker": None, "requires_safety_checker": False})
         try:
             pipe = cls.from_pretrained(card, torch_dtype=torch_dtype, **extra)
         except Exception as error:

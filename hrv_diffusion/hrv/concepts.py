@@ -1,6 +1,7 @@
 """Concept sets: the concepts and their words that head relevance is measured against.
 
-A concept set is read from a description file (``descriptions/NAME.txt``). Three formats are detected:
+A concept set is read from a description file (``descriptions/NAME.txt`` in the working directory, or one of
+the sets built into the package: ``340_final_text_descriptions``, the paper's, and ``toy_concepts``). Three formats are detected:
 
 (a) ours: INI-like blocks, ``[Concept name]`` on its own line, then one word per line::
 
@@ -31,15 +32,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hrv_diffusion.errors import UserError
+
 DEFAULT_DESCRIPTION = "340_final_text_descriptions"
-PROJECT_DESCRIPTIONS = Path(__file__).resolve().parents[2] / "descriptions"
+BUILTIN_DESCRIPTIONS = Path(__file__).resolve().parents[1] / "data" / "descriptions"  # shipped in the package
 SUFFIXES = (".txt", ".csv")
 
 _HEADER = re.compile(r"^\[(.*)\]$")  # ours: [Concept name]
 _NUMBERED = re.compile(r"^(\d+)\.\s+(.*\S)$")  # published list: N. Word
 
 
-class ConceptSetError(ValueError):
+class ConceptSetError(UserError):
     """A description file or concept set that cannot be used as it is."""
 
 
@@ -293,8 +296,8 @@ def _parse_words_only(path: Path, lines: list[str], num_concepts: int | None,
 
 
 def description_folders() -> list[Path]:
-    """Where names are looked up, in order: ./descriptions, then the project's own descriptions/."""
-    folders = [Path.cwd() / "descriptions", PROJECT_DESCRIPTIONS]
+    """Where names are looked up, in order: ./descriptions, then the sets built into the package."""
+    folders = [Path.cwd() / "descriptions", BUILTIN_DESCRIPTIONS]
     return [f for i, f in enumerate(folders) if f.resolve() not in [g.resolve() for g in folders[:i]]]
 
 
@@ -305,7 +308,7 @@ def available_descriptions() -> list[str]:
 
 def resolve_description(name_or_path: str | os.PathLike) -> Path:
     """An existing file is used as is; a name is looked up as descriptions/NAME.txt, then NAME.csv,
-    in the current directory first, then in the project's own descriptions/ folder."""
+    in the current directory first, then among the sets built into the package."""
     given = Path(name_or_path)
     if given.is_file():
         return given

@@ -1,10 +1,11 @@
 """Generation prompts for HRV construction.
 
-``--prompt NAME`` means ``prompt/prompt_list_NAME.txt``, looked up in the working directory first, then in the
-project's own ``prompt/`` folder; a path works too. Two names are built in:
+``--prompt NAME`` means ``prompt/prompt_list_NAME.txt``, looked up in the working directory first, then among the
+lists built into the package; a path works too. Built in:
 
 - ``imagenet``: the 1000 prompts ``a photo of a {class}.`` made from the ImageNet class names that open_clip ships
-  (they equal the published ``prompt_list_imagenet.txt``);
+  (they equal the published ``prompt_list_imagenet.txt``; ``imagenet_prompts`` rebuilds them from open_clip);
+- ``toy``: 256 captions of the toy world, for the toy model's HRVs;
 - ``merged`` (the paper's 2100 prompts): ``imagenet`` followed by 1100 PromptHero prompts, which are not ours to
   ship: put them in ``prompt/prompt_list_prompt-hero_1100.txt``, or provide ``prompt/prompt_list_merged.txt``.
 """
@@ -15,7 +16,7 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BUILTIN_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts"  # shipped in the package
 PROMPT_HERO = "prompt-hero_1100"
 
 
@@ -43,7 +44,7 @@ def read_prompt_file(path: Path) -> list[str]:
 
 def _candidates(name: str) -> list[Path]:
     file = f"prompt_list_{name}.txt"
-    return [Path.cwd() / "prompt" / file, PROJECT_ROOT / "prompt" / file]
+    return [Path.cwd() / "prompt" / file, BUILTIN_PROMPTS / file]
 
 
 def _find(name: str) -> Path | None:
@@ -58,8 +59,6 @@ def load_prompts(name_or_path: str) -> list[str]:
     found = _find(name_or_path)
     if found is not None:
         return read_prompt_file(found)
-    if name_or_path == "imagenet":
-        return imagenet_prompts()
     if name_or_path == "merged":
         hero = _find(PROMPT_HERO)
         if hero is None:
@@ -68,7 +67,7 @@ def load_prompts(name_or_path: str) -> list[str]:
                 "which we cannot ship. Put the PromptHero prompts (one per line) in "
                 f"prompt/prompt_list_{PROMPT_HERO}.txt in this folder, or use --prompt imagenet."
             )
-        return imagenet_prompts() + read_prompt_file(hero)
+        return load_prompts("imagenet") + read_prompt_file(hero)
     looked = "\n  ".join(str(p) for p in _candidates(name_or_path))
     raise FileNotFoundError(
         f"no prompt list {name_or_path!r}: looked for\n  {looked}\n"

@@ -24,6 +24,8 @@ from typing import Iterator
 
 import numpy as np
 
+from hrv_diffusion.errors import UserError
+
 # What the HRV runner writes into every shard's metadata.
 METADATA_KEYS = (
     "model_card", "model_version", "description", "concept_fingerprint", "concept_names", "prompt",
@@ -42,7 +44,7 @@ MATCH_KEYS = (
 _MISSING = "<missing>"
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """Base class of everything that is wrong with a shard or a set of shards."""
 
 

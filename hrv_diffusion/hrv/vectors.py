@@ -1,0 +1,139 @@
+"""HRVs in memory, and where every application gets them: ``--hrv paper`` or the path of an HRV built here.
+
+``load_hrv(source, model_version, concept_names)`` returns an ``HRV``: the (C, H) matrix, its concept names and
+its head labels. ``source`` is
+
+- ``paper``: the paper's published HRVs for SD v1.4 (``sd_v1_4``) and SDXL (``sd_xl_base_1_0``), read from the
+  cache that ``hrv-published`` fills (``paper_dir()``; override with ``HRV_DIFFUSION_CACHE``); for the built-in
+  toy model (``toy``), the HRVs shipped in the package;
+- a ``category_vectors_*.npy`` file (its ``head_index_*.npy`` beside it is used when present);
+- a folder holding exactly one such file (a ``final_result/``).
+
+Rows are concepts in the order of ``concept_names`` (the concept set the HRV was built from); columns are CA
+heads in the published order. ``HRV.for_layout(layout)`` checks the heads against a UNet and reorders the columns
+to its layout; ``HRV.row(concept)`` refuses an unknown concept with the list of known ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hrv_diffusion.core.heads import HeadLayout
+from hrv_diffusion.errors import UserError
+
+# The reference repository (SNU-DRL/HRV) at the commit whose results the paper's HRVs are.
+PAPER_REPOSITORY = "SNU-DRL/HRV"
+PAPER_COMMIT = "414122f1ddc0005fcca20d02575a019ebe7c7310"
+PAPER_STEM = "epoch_1_to_1_neg_prompt_False_merged_340_final_text_descriptions_{model}"
+PAPER_MODELS = ("sd_v1_4", "sd_xl_base_1_0")
+TOY_HRV_DIR = Path(__file__).resolve().parents[1] / "data" / "toy_hrv"
+TOY_STEM = "epoch_1_to_1_neg_prompt_False_toy_toy_concepts_toy"
+
+
+def cache_dir() -> Path:
+    """``$HRV_DIFFUSION_CACHE``, else ``$XDG_CACHE_HOME/hrv-diffusion``, else ``~/.cache/hrv-diffusion``."""
+    if os.environ.get("HRV_DIFFUSION_CACHE"):
+        return Path(os.environ["HRV_DIFFUSION_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "hrv-diffusion"
+
+
+def paper_dir() -> Path:
+    """Where the paper's result files are kept: ``cache_dir()/published/<commit>/final_result``."""
+    return cache_dir() / "published" / PAPER_COMMIT / "final_result"
+
+
+def paper_files(model_version: str) -> tuple[Path, Path]:
+    """(category_vectors, head_index) paths of the paper's HRV for ``sd_v1_4`` / ``sd_xl_base_1_0`` / ``toy``."""
+    if model_version == "toy":
+        return (TOY_HRV_DIR / f"category_vectors_{TOY_STEM}.npy", TOY_HRV_DIR / f"head_index_{TOY_STEM}.npy")
+    if model_version not in PAPER_MODELS:
+        raise UserError(f"the paper published HRVs for SD v1.4 and SDXL base 1.0 only, not for {model_version!r}: "
+                        "build HRVs for this model (head_relevance_calculation.py, extract_head_relevance_vectors.py) "
+                        "and pass their category_vectors .npy with --hrv")
+    stem = PAPER_STEM.format(model=model_version)
+    folder = paper_dir()
+    return folder / f"category_vectors_{stem}.npy", folder / f"head_index_{stem}.npy"
+
+
+@dataclass(frozen=True)
+class HRV:
+    values: np.ndarray  # (C, H) float32; each row sums to H
+    concepts: tuple[str, ...]
+    labels: tuple[str, ...]  # head label of each column
+    source: str
+
+    @property
+    def num_heads(self) -> int:
+        return self.values.shape[1]
+
+    def row(self, concept: str) -> np.ndarray:
+        """(H,) values of one concept."""
+        if concept not in self.concepts:
+            raise UserError(f"unknown concept {concept!r}; {self.source} has: {', '.join(self.concepts)}")
+        return self.values[self.concepts.index(concept)]
+
+    def rows(self, concepts) -> np.ndarray:
+        """(len(concepts), H)."""
+        return np.stack([self.row(c) for c in concepts])
+
+    def for_layout(self, layout: HeadLayout) -> "HRV":
+        """The same HRV with its columns in ``layout``'s order; an HRV of another model is refused."""
+        if self.num_heads != layout.num_heads:
+            raise UserError(f"{self.source} has {self.num_heads} heads per concept but this model has "
+                            f"{layout.num_heads} CA heads: use the HRV of the same model")
+        if list(self.labels) == layout.labels:
+            return self
+        try:
+            order = [self.labels.index(label) for label in layout.labels]
+        except ValueError:
+            raise UserError(f"{self.source}: its head labels do not match this model's CA heads: use the HRV of "
+                            "the same model") from None
+        return HRV(self.values[:, order], self.concepts, tuple(layout.labels), self.source)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.values, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
+def _category_vectors_in(folder: Path) -> Path:
+    found = [p for p in folder.glob("category_vectors_*.npy") if not p.stem.endswith("per_timesteps")]
+    if len(found) != 1:
+        raise UserError(f"{folder} holds {len(found)} category_vectors_*.npy files: pass the file itself with --hrv")
+    return found[0]
+
+
+def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layout: HeadLayout | None = None) -> HRV:
+    """Load an HRV (see the module docstring); with ``layout``, checked against and ordered for that UNet."""
+    from hrv_diffusion.hrv.files import read_hrv
+
+    concept_names = tuple(concept_names)
+    if str(source) == "paper":
+        vectors_path, index_path = paper_files(model_version)
+        if not vectors_path.is_file() or not index_path.is_file():
+            raise UserError(f"the paper's HRVs for {model_version} are not downloaded: run `hrv-published` (needs "
+                            f"network once), or copy category_vectors_*.npy and head_index_*.npy of the reference's "
+                            f"final_result/ into {vectors_path.parent}")
+    else:
+        vectors_path = Path(source)
+        if vectors_path.is_dir():
+            vectors_path = _category_vectors_in(vectors_path)
+        if not vectors_path.is_file():
+            raise UserError(f"no HRV file {vectors_path}: pass --hrv paper or the category_vectors_*.npy written by "
+                            "extract_head_relevance_vectors.py")
+        index_path = vectors_path.with_name(vectors_path.name.replace("category_vectors_", "head_index_", 1))
+    if index_path.is_file() and index_path != vectors_path:
+        values, labels = read_hrv(vectors_path, index_path)
+    else:
+        values = np.load(vectors_path, allow_pickle=False)
+        labels = list(layout.labels) if layout is not None else [f"head {i}" for i in range(values.shape[-1])]
+    if values.ndim != 2:
+        raise UserError(f"{vectors_path.name} has shape {values.shape}; an HRV is (concepts, heads)")
+    if values.shape[0] != len(concept_names):
+        raise UserError(f"{vectors_path.name} has {values.shape[0]} concepts but the concept set has "
+                        f"{len(concept_names)}: pass the --description the HRV was built from")
+    hrv = HRV(values.astype(np.float32), concept_names, tuple(labels), str(source))
+    return hrv.for_layout(layout) if layout is not None else hrv
