@@ -409,3 +409,140 @@ def test_exit_restores_after_an_exception(pipes):
         with AttentionHooks(unet, [Failing()]):
             run_unet(unet, inputs)
     assert_restored(unet, before, inputs, output_before)
+
+
+# ---------------------------------------------------------------- composition order, readers, self-attention
+
+
+class Log(Controller):
+    """Reads and optionally edits; records the probabilities it read (for one layer)."""
+
+    def __init__(self, layer, reads=True, edit=None):
+        self.layer, self.reads, self.edit, self.seen = layer, reads, edit, []
+
+    def reads_probs(self, layer, call):
+        return self.reads and layer.module_name == self.layer
+
+    def read_probs(self, layer, call, probs):
+        self.seen.append(probs.clone())
+
+    def edits_probs(self, layer, call):
+        return self.edit is not None and layer.module_name == self.layer
+
+    def edit_probs(self, layer, call, probs):
+        return self.edit(probs)
+
+
+def test_composition_order(pipes):
+    """Scales multiply; each reader sees the edits of the controllers before it in the list, none after."""
+    unet = pipes["tiny-sd"].unet
+    inputs = unet_inputs(unet, batch=2)
+    name, module = sorted(cross_attention_modules(unet).items())[0]
+    g = torch.Generator().manual_seed(4)
+    s1, s2 = (torch.rand(1, module.heads, 77, generator=g) + 0.5 for _ in range(2))
+    before, editor, after = Log(name), Log(name, reads=False, edit=lambda p: p * 2.0), Log(name)
+    with AttentionHooks(unet, [before, Scaler({n: s1 if n == name else None for n in cross_attention_modules(unet)}),
+                               editor, after, Scaler({n: s2 if n == name else None for n in cross_attention_modules(unet)})]):
+        out = run_unet(unet, inputs)
+    # the probabilities without any controller, from the module's own projections
+    hidden = []
+    handle = module.register_forward_pre_hook(lambda m, args, kwargs: hidden.append((args[0], kwargs["encoder_hidden_states"])),
+                                              with_kwargs=True)
+    run_unet(unet, inputs)
+    handle.remove()
+    x, text = hidden[0]
+    d = module.to_q.out_features // module.heads
+    q = module.to_q(x[1:]).view(1, -1, module.heads, d).transpose(1, 2)
+    k = module.to_k(text[1:]).view(1, -1, module.heads, d).transpose(1, 2)
+    plain = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1).detach()  # (1, h, N, T) conditional row
+    scaled = plain * (s1 * s2)[:, :, None, :]
+    torch.testing.assert_close(before.seen[0], scaled, atol=1e-6, rtol=1e-5)  # both scales, before the edit
+    torch.testing.assert_close(after.seen[0], 2 * scaled, atol=1e-6, rtol=1e-5)  # after the edit
+    with with_processors(unet, {name: ReferenceProcessor(scale=s1 * s2, replace=lambda p: 2 * p)}):
+        reference = run_unet(unet, inputs)
+    torch.testing.assert_close(out, reference, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_reader_leaves_the_image_bit_for_bit(pipes, name):
+    from hrv_diffusion.core.loop import generate, latent_shape, seed_latents
+
+    pipe = pipes[name]
+    latents = seed_latents([1, 2], latent_shape(pipe))
+    reader = Log(None)
+    reader.reads_probs = lambda layer, call: layer.is_cross  # every CA layer, every evaluation
+    plain = generate(pipe, ["a red car", "a cat"], latents, num_inference_steps=2, decode="round")
+    read = generate(pipe, ["a red car", "a cat"], latents, num_inference_steps=2, decode="round", controllers=[reader])
+    assert len(reader.seen) == 3 * len(cross_attention_modules(pipe.unet))
+    assert torch.equal(read.latents, plain.latents) and (read.images == plain.images).all()
+
+
+class SelfReference:
+    """Explicit self-attention whose conditional rows take row ``source``'s probabilities (P2P's self-replacement)."""
+
+    def __init__(self, source: int):
+        self.source = source
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        assert encoder_hidden_states is None and hidden_states.ndim == 3 and attn.group_norm is None
+        batch, n, _ = hidden_states.shape
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        d = q.shape[-1] // attn.heads
+        split = lambda x: x.reshape(batch, -1, attn.heads, d).permute(0, 2, 1, 3)
+        q, k, v = split(q), split(k), split(v)
+        probs = torch.softmax(q @ k.transpose(-1, -2) / d**0.5, dim=-1)
+        half = batch // 2
+        cond = probs[half:].clone()
+        cond[:] = probs[half + self.source]
+        out = torch.cat([probs[:half], cond]) @ v
+        out = out.permute(0, 2, 1, 3).reshape(batch, n, attn.heads * d)
+        return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
+
+
+class SelfSwap(Controller):
+    """Opts in to self-attention: every conditional row takes row 0's self-attention maps on chosen layers."""
+
+    self_attention = True
+
+    def __init__(self, names):
+        self.names, self.layers = names, []
+
+    def edits_probs(self, layer, call):
+        return layer.kind == "self" and layer.module_name in self.names
+
+    def edit_probs(self, layer, call, probs):
+        self.layers.append(layer.module_name)
+        return probs[:1].expand_as(probs)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_self_attention_edit_matches_an_explicit_reference(pipes, name):
+    unet = pipes[name].unet
+    inputs = unet_inputs(unet, batch=4)  # [uncond x2, cond x2]
+    layout = AttentionHooks(unet).layout
+    chosen = {layer.module_name for layer in layout.self_layers if layer.place == "down"}  # some, not all
+    assert chosen and len(chosen) < len(layout.self_layers)
+    swap = SelfSwap(chosen)
+    with AttentionHooks(unet, [swap]) as hooks:
+        edited = run_unet(unet, inputs)
+        kinds = {type(m.processor).__name__ for n, m in unet.named_modules() if n.endswith("attn1")}
+    assert kinds == {"HookedAttnProcessor"} and set(swap.layers) == chosen
+    assert hooks.layout.self_layers[0].kind == "self" and hooks.layout.self_layers[0].offset == -1
+    modules = dict(unet.named_modules())
+    saved = {n: modules[n].processor for n in chosen}
+    try:
+        for n in chosen:
+            modules[n].set_processor(SelfReference(source=0))
+        reference = run_unet(unet, inputs)
+    finally:
+        for n, p in saved.items():
+            modules[n].set_processor(p)
+    torch.testing.assert_close(edited, reference, atol=ATOL, rtol=RTOL)
+    assert not torch.allclose(edited, run_unet(unet, inputs), atol=1e-4)
+
+
+def test_self_attention_layers_are_hooked_only_when_asked(pipes):
+    unet = pipes["tiny-sd"].unet
+    with AttentionHooks(unet, [Observer()]):
+        kinds = {type(m.processor).__name__ for n, m in unet.named_modules() if n.endswith("attn1")}
+    assert "HookedAttnProcessor" not in kinds

@@ -289,3 +289,32 @@ def test_tiny_resolutions_match_a_forward_pass():
         for hook in hooks:
             hook.remove()
     assert {layer.module_name: layer.resolution[0] * layer.resolution[1] for layer in layout.layers} == seen
+
+
+def test_split_gives_each_layer_its_heads():
+    import numpy as np
+    import torch
+
+    from hrv_diffusion.core.models import load_pipeline
+
+    layout = head_layout(load_pipeline("tiny-sdxl").unet)
+    values = torch.arange(3 * layout.num_heads).view(3, layout.num_heads)  # (..., H)
+    parts = layout.split(values)
+    assert list(parts) == [layer.module_name for layer in layout.layers]
+    for layer in layout.layers:
+        assert parts[layer.module_name].shape == (3, layer.heads)
+        assert parts[layer.module_name][0, 0] == layer.offset  # its first head
+    assert torch.equal(torch.cat(list(parts.values()), dim=-1), values)
+    assert list(layout.split(np.zeros(layout.num_heads)).values())[0].shape == (layout.layers[0].heads,)
+    with pytest.raises(ValueError, match="one value per CA head"):
+        layout.split(torch.zeros(layout.num_heads + 1))
+
+
+def test_self_attention_layers_share_the_block_numbering():
+    from hrv_diffusion.core.models import load_pipeline
+
+    layout = head_layout(load_pipeline("tiny-sd").unet)
+    assert len(layout.self_layers) == len(layout.layers)
+    for cross, self_ in zip(layout.layers, layout.self_layers):
+        assert (self_.place, self_.index, self_.resolution, self_.kind) == (cross.place, cross.index, cross.resolution, "self")
+        assert self_.module_name == cross.module_name.replace("attn2", "attn1")

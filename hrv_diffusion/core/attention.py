@@ -15,7 +15,7 @@ assumes the batch ``[uncond, cond]`` (or all rows conditional with ``cfg=False``
 1. every controller's ``observe(layer, call, query, key)``, in list order;
 2. the ``token_scale(layer, call)`` factors of all controllers are multiplied together (an elementwise product,
    so their order does not matter);
-3. explicit probabilities ``P = softmax(Q Kᵀ · scale) · token scales`` (float32), then, controller by controller
+3. explicit probabilities ``P = softmax(Q Kᵀ · scale) · token scales`` (float32, or float64), then, controller by controller
    in list order: ``read_probs(P)`` if it ``reads_probs``, then ``P = edit_probs(P)`` if it ``edits_probs``.
    A reader therefore sees the edits of the controllers before it in the list, never those after it;
 4. the output: ``P @ V`` if any controller edited, else the fused SDPA kernel with ``V`` scaled per
@@ -127,8 +127,9 @@ class HookedAttnProcessor:
             s = c.token_scale(layer, call)
             if s is not None:
                 if scale is None:
-                    scale = torch.ones(batch, attn.heads, key.shape[2], device=value.device, dtype=torch.float32)
-                scale[rows] = scale[rows] * s.to(device=value.device, dtype=torch.float32)
+                    scale = torch.ones(batch, attn.heads, key.shape[2], device=value.device,
+                                       dtype=torch.promote_types(value.dtype, torch.float32))
+                scale[rows] = scale[rows] * s.to(device=value.device, dtype=scale.dtype)
 
         readers = [c.reads_probs(layer, call) for c in self.controllers]
         editors = [c.edits_probs(layer, call) for c in self.controllers]
@@ -166,10 +167,11 @@ class HookedAttnProcessor:
 
     @staticmethod
     def _probs(attn, query, key, attention_mask, scale) -> torch.Tensor:
-        """softmax(Q Kᵀ · scale) in float32, times the token scales: (B, h, N, T)."""
-        scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * attn.scale
+        """softmax(Q Kᵀ · scale) in float32 (float64 for a float64 model), times the token scales: (B, h, N, T)."""
+        dtype = torch.promote_types(query.dtype, torch.float32)
+        scores = torch.matmul(query.to(dtype), key.to(dtype).transpose(-1, -2)) * attn.scale
         if attention_mask is not None:
-            scores = scores + attention_mask.float()
+            scores = scores + attention_mask.to(dtype)
         probs = scores.softmax(dim=-1)
         return probs * scale[:, :, None, :] if scale is not None else probs
 

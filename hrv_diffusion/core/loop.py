@@ -83,6 +83,8 @@ def encode_prompts(pipe, prompts: list[str], negative_prompt=None, cfg: bool = T
     """The pipeline's own ``encode_prompt`` (SD: "" or ``negative_prompt`` as negatives; SDXL: zeros for an
     empty negative, pooled embeddings and time ids for ``height`` x ``width``, crop (0, 0))."""
     device = pipe._execution_device
+    if isinstance(negative_prompt, str):  # one negative for every prompt
+        negative_prompt = [negative_prompt] * len(prompts)
     if not is_sdxl(pipe):
         cond, uncond = pipe.encode_prompt(prompts, device, 1, cfg, negative_prompt)
         return Conditioning(cond, uncond if cfg else None)

@@ -1,0 +1,70 @@
+"""Token utilities (core/tokens.py): word positions and Prompt-to-Prompt's mappers, against hand-worked cases."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hrv_diffusion.core.tokenizer import clip_tokenizer
+from hrv_diffusion.core.tokens import refinement_mapper, word_swap_mapper, word_token_positions
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return clip_tokenizer()
+
+
+def test_word_positions(tok):
+    assert word_token_positions(tok, "a blue car", "blue") == [2]
+    assert word_token_positions(tok, "a blue car", "red") == []
+    assert word_token_positions(tok, "a blue car", "Blue") == []  # exact, case-sensitive words
+    assert word_token_positions(tok, "a cat and a dog", "a") == [1, 4]  # every occurrence
+    assert word_token_positions(tok, "a black cat and a white dog", "white dog") == [6, 7]
+    assert word_token_positions(tok, "a black cat and a white dog", 2) == [3]  # a word index
+    pieces = tok.tokenize("rose-colored")
+    assert len(pieces) == 3  # rose, -, colored: all of them belong to the word
+    assert word_token_positions(tok, "A rose-colored vase", "rose-colored") == [2, 3, 4]
+    assert word_token_positions(tok, "A rose-colored vase", "vase") == [5]
+
+
+def test_word_swap_mapper_equal_token_counts_is_the_identity(tok):
+    assert torch.equal(word_swap_mapper(tok, "a blue car", "a red car"), torch.eye(77))
+    assert torch.equal(word_swap_mapper(tok, "a blue car on a sunny day", "a red car on a rainy day"), torch.eye(77))
+
+
+def test_word_swap_mapper_three_pieces_to_one(tok):
+    source, target = "a polka-dot shirt", "a leopard shirt"
+    assert word_token_positions(tok, source, "polka-dot") == [2, 3, 4]
+    assert word_token_positions(tok, target, "leopard") == [2]
+    expected = torch.zeros(77, 77)
+    expected[0, 0] = expected[1, 1] = 1  # before the swapped word: position to position
+    expected[2:5, 2] = 1  # every source piece to the one target piece (weight 1/1)
+    for j in range(3, 75):  # after the last swap the reference writes M[j, j] while i runs to 77: j = 3 .. 74
+        expected[j, j] = 1
+    assert torch.equal(word_swap_mapper(tok, source, target), expected)
+
+
+def test_word_swap_mapper_one_piece_to_three(tok):
+    source, target = "a leopard shirt", "a polka-dot shirt"
+    expected = torch.zeros(77, 77)
+    expected[0, 0] = expected[1, 1] = 1
+    expected[2, 2:5] = 1 / 3  # the source piece spread over the three target pieces
+    for j in range(5, 77):  # the tail: i runs 3 .. 76 and j 5 .. 76 (stops at 77)
+        expected[j, j] = 1
+    assert torch.equal(word_swap_mapper(tok, source, target), expected)
+
+
+def test_word_swap_mapper_needs_equal_word_counts(tok):
+    with pytest.raises(ValueError, match="same number of words"):
+        word_swap_mapper(tok, "a car", "a red car")
+
+
+def test_refinement_mapper_added_word(tok):
+    mapper, alphas = refinement_mapper(tok, "a car", "a red car")  # [SOT a car EOT] -> [SOT a red car EOT]
+    assert mapper[:5].tolist() == [0, 1, -1, 2, 3]  # "red" has no source token
+    assert alphas[:5].tolist() == [1, 1, 0, 1, 1]
+    assert mapper[5:].tolist() == list(range(5, 77)) and (alphas[5:] == 1).all()  # padding maps to itself
+
+
+def test_refinement_mapper_identical_prompts(tok):
+    mapper, alphas = refinement_mapper(tok, "a photo of a cat", "a photo of a cat")
+    assert mapper.tolist() == list(range(77)) and (alphas == 1).all()
