@@ -20,7 +20,7 @@ from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # 
 from hrv_diffusion.hrv.construction import RelevanceSettings, run_relevance  # noqa: E402
 from hrv_diffusion.hrv.embeddings import TextEmbeddings, encode_words  # noqa: E402
 from hrv_diffusion.core.models import load_pipeline  # noqa: E402
-from hrv_diffusion.hrv.prompts import imagenet_prompts  # noqa: E402
+from hrv_diffusion.hrv.prompts import load_prompts  # noqa: E402
 from hrv_diffusion.hrv.files import hrv_from_rank, relevance  # noqa: E402
 from hrv_diffusion.hrv.shards import load_shard  # noqa: E402
 
@@ -48,7 +48,7 @@ def main():
     p.add_argument("--out", required=True)
     args = p.parse_args()
     concepts = read_concept_set(resolve_description("340_final_text_descriptions"))
-    prompts = imagenet_prompts()[: args.prompts]
+    prompts = load_prompts("imagenet")[: args.prompts]
     report = {"device": "cpu", "torch": torch.__version__, "prompts": len(prompts), "steps": 50, "models": {}}
     for card in ("tiny-sd", "tiny-sdxl"):
         ref = counts_for(card, "float32", prompts, concepts)

@@ -27,7 +27,7 @@ from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # 
 from hrv_diffusion.hrv.construction import RelevanceSettings, run_relevance  # noqa: E402
 from hrv_diffusion.hrv.embeddings import TextEmbeddings, encode_words  # noqa: E402
 from hrv_diffusion.core.models import paper_scheduler  # noqa: E402
-from hrv_diffusion.hrv.prompts import imagenet_prompts  # noqa: E402
+from hrv_diffusion.hrv.prompts import load_prompts  # noqa: E402
 from hrv_diffusion.hrv.files import hrv_from_rank, relevance  # noqa: E402
 from hrv_diffusion.hrv.shards import load_shard  # noqa: E402
 from hrv_diffusion.core.speed import compile_unet_regions  # noqa: E402
@@ -94,7 +94,7 @@ def main():
     args = p.parse_args()
     device = "cuda"
     concepts = read_concept_set(resolve_description("340_final_text_descriptions"))
-    prompts = imagenet_prompts()
+    prompts = load_prompts("imagenet")
     report = {"model": args.model, "card": torch.cuda.get_device_name(), "torch": torch.__version__,
               "batch": args.batch, "prompts": args.prompts, "steps": 50, "evaluations": 51}
     import diffusers

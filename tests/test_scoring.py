@@ -15,10 +15,11 @@ from hrv_diffusion.apps.weakening_experiments import experiment
 from hrv_diffusion.apps.clip_scoring import (ClipScorer, ClipWeightsUnavailable, Scorer, read_scores_csv, score_experiment,
                                    summary_frame, write_per_image_csv, write_scores_csv)
 
+from conftest import shared_reference_file  # noqa: E402
+
 open_clip = pytest.importorskip("open_clip")
 from torchvision import transforms  # noqa: E402
 
-REFERENCE = Path("/work/shared/reference/hp_results/hp_scores_wo_category_exp_5.csv")
 PROMPTS = ["a cubist style painting of a castle", "a sepia style painting of a forest"]
 K_LIST = [0, 11, 128]
 SEEDS = [10, 20, 30]
@@ -224,8 +225,8 @@ def test_scores_csv_exact_format_and_round_trip(tmp_path):
     assert (tmp_path / "again.csv").read_bytes() == path.read_bytes()
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="published reference file not available")
 def test_published_file_round_trips_byte_for_byte(tmp_path):
+    REFERENCE = shared_reference_file("hp_results/hp_scores_wo_category_exp_5.csv")
     summary = read_scores_csv(REFERENCE)
     assert len(summary) == 30 and list(summary["k"][:3]) == [0, 1, 11]
     out = write_scores_csv(tmp_path / "out.csv", summary)

@@ -26,7 +26,8 @@ from hrv_diffusion.core.models import is_sdxl
 from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, derived_seed, sample_words
 from hrv_diffusion.hrv.shards import Shard, load_shard, save_shard
 
-# The reference's --negative_prompt text (not used for the paper's HRVs).
+# Our --negative_prompt text: a common list of defects, like the reference's but not its string (which we do not
+# reproduce). The paper's HRVs use no negative prompt.
 NEGATIVE_PROMPT = (
     "ugly, bad anatomy, bad proportions, blurry, cropped, deformed, disfigured, duplicate, error, extra limbs, "
     "gross proportions, jpeg artifacts, low quality, lowres, malformed, morbid, mutated, mutilated, out of frame, "
