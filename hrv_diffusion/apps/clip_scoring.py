@@ -170,9 +170,9 @@ class ClipScorer:
 
 
 def _default_device() -> str:
-    import torch
+    from hrv_diffusion.core.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(None)
 
 
 # ----------------------------------------------------------------------------------------------- scoring a tree
