@@ -476,3 +476,80 @@ def grid(images: list[np.ndarray]) -> np.ndarray:
     for i, image in enumerate(images):
         canvas[(i // columns) * h : (i // columns + 1) * h, (i % columns) * w : (i % columns + 1) * w] = image
     return canvas
+
+
+@dataclass
+class PromptJob:
+    """One prompt of a run: its targets (token positions and labels) and each target's concept."""
+
+    prompt: str
+    positions: list  # K lists of token positions
+    labels: list  # K labels (the word or token of each target)
+    concepts: list  # K concept names (A&E-HRV)
+    eot: int
+
+
+def initial_latents(seeds, shape, generator: str = "cpu") -> torch.Tensor:
+    """(B, *shape) float32 on the CPU: seed b from ``torch.Generator(generator).manual_seed(seeds[b])``. "cuda"
+    is the reference's and diffusers' example (its numbers depend on the GPU model); "cpu" is portable."""
+    if generator == "cuda" and not torch.cuda.is_available():
+        raise UserError("--generator cuda needs CUDA: use --generator cpu (different latents, same method)")
+    from hrv_diffusion.core.loop import seed_latents
+
+    return seed_latents(seeds, shape, device=generator)
+
+
+def generate_to_folder(pipe, job: PromptJob, seeds, settings: AttendExciteSettings, out_dir, *, hrv=None,
+                       generator: str = "cpu", batch_size: int = 4, negative_prompt=None, decode: str = "round",
+                       height: int | None = None, width: int | None = None, metadata: dict | None = None,
+                       skip_existing: bool = True, progress=None) -> list[int]:
+    """Generate ``{out_dir}/{seed}.png`` and ``{seed}.json`` (telemetry) for ``seeds``; return the seeds made.
+
+    Seeds whose PNG and JSON exist are skipped (resumable). ``hrv`` (an ``HRV`` ordered for this UNet) gives the
+    A&E-HRV head weights. Seeds run in batches of ``batch_size`` (each sample's update is its own)."""
+    from pathlib import Path
+
+    from hrv_diffusion.core.loop import latent_shape
+
+    out_dir = Path(out_dir)
+    todo = [int(s) for s in seeds
+            if not (skip_existing and (out_dir / f"{s}.png").exists() and (out_dir / f"{s}.json").exists())]
+    distinct, groups = concept_groups(list(job.concepts))
+    hrv_rows = hrv.rows(distinct) if settings.mode == "hrv" else None
+    shape = latent_shape(pipe, height, width)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        targets = Targets.build([job.positions] * len(batch), [job.eot] * len(batch), groups)
+        result = generate_attend_excite(pipe, [job.prompt] * len(batch), initial_latents(batch, shape, generator),
+                                        targets, settings, hrv_rows, negative_prompt=negative_prompt, decode=decode,
+                                        height=height, width=width)
+        for b, seed in enumerate(batch):
+            save_png(result.images[b], out_dir / f"{seed}.png")
+            save_json({
+                "prompt": job.prompt, "seed": seed, "mode": settings.mode, "generator": generator,
+                "token_indices": job.positions, "targets": job.labels,
+                "concepts": list(job.concepts) if settings.mode == "hrv" else None,
+                "hrv": {"source": hrv.source, "fingerprint": hrv.fingerprint()} if settings.mode == "hrv" else None,
+                "settings": settings.to_dict(), **(metadata or {}),
+                "summary": telemetry_summary(result.records[b]), "steps": result.records[b],
+            }, out_dir / f"{seed}.json")
+        if progress is not None:
+            progress.update(len(batch))
+    return todo
+
+
+def write_grid(out_dir, seeds, path) -> bool:
+    """The grid of the seeds' images that exist (``{exp}/{prompt}.png``, as the reference); False if none."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    files = [Path(out_dir) / f"{s}.png" for s in seeds if (Path(out_dir) / f"{s}.png").exists()]
+    if not files:
+        return False
+    images = []
+    for f in files:
+        with Image.open(f) as image:
+            images.append(np.asarray(image.convert("RGB")))
+    save_png(grid(images), path)
+    return True
