@@ -40,11 +40,6 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                    f"(default: {SD_CARD})")
     g.add_argument("--negative_prompt", action="store_true", help="use the reference's fixed negative prompt instead "
                    "of '' (SD 1.x)")
-    g.add_argument("--run_standard_attend_excite", action="store_true",
-                   help="standard A&E: the mean over the heads of the CA layers at ATTENTION_RES (no HRV)")
-    g.add_argument("--run_standard_sd", action="store_true", help="plain generation, no update (wins over "
-                   "--run_standard_attend_excite)")
-    g.add_argument("--seeds", type=int, nargs="+", default=[42], help="one image per seed (default: 42)")
     g.add_argument("--concepts", nargs="+", default=None, help="A&E-HRV: one concept per target token, or one for "
                    "all (default: Animals for every target, as the reference's 'Animals Animals')")
     g.add_argument("--n_inference_steps", type=int, default=50, help="PNDM steps; 50 make 51 evaluations (default: 50)")
@@ -63,7 +58,8 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--smooth_attentions", action="store_true", help="smooth each token's map before its max")
     g.add_argument("--sigma", type=float, default=0.5, help="smoothing σ (default: 0.5)")
     g.add_argument("--kernel_size", type=int, default=3, help="smoothing kernel size (default: 3)")
-    g.add_argument("--experiment_num", default=None, help="names the folder exp_N (default: None -> exp_None)")
+    g.add_argument("--experiment_num", default=None, help="names the folder exp_N (default: None -> exp_None; the "
+                   "benchmark runner: the prompt set's name)")
     g.add_argument("--description", default="340_final_text_descriptions",
                    help="concept set of the HRV: its rows' names (default: 340_final_text_descriptions; toy: "
                         "toy_concepts)")
@@ -108,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--token_words", nargs="+", default=None, help="words to excite (all of their BPE pieces)")
     g.add_argument("--output_path", default="./applications/multi_concept_outputs",
                    help="(default: ./applications/multi_concept_outputs)")
+    g.add_argument("--seeds", type=int, nargs="+", default=[42], help="one image per seed (default: 42)")
+    g.add_argument("--run_standard_attend_excite", action="store_true",
+                   help="standard A&E: the mean over the heads of the CA layers at ATTENTION_RES (no HRV)")
+    g.add_argument("--run_standard_sd", action="store_true", help="plain generation, no update (wins over "
+                   "--run_standard_attend_excite)")
     add_method_flags(p)
     return p
 
