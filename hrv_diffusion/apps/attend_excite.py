@@ -32,18 +32,22 @@ runs at evaluations that neither update nor refine.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hrv_diffusion.apps.output_paths import child_dir, safe_folder_name
 from hrv_diffusion.core.attention import Controller, UNetCall
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout
 from hrv_diffusion.core.loop import Conditioning, DenoisingLoop, StepHook
 from hrv_diffusion.core.maps import AttentionMaps
 from hrv_diffusion.errors import UserError
+from hrv_diffusion.hrv.shards import atomic_output
 
 MODES = ("hrv", "standard", "sd")  # A&E-HRV, standard A&E, plain SD
 MODE_FOLDERS = {"hrv": "attend_and_excite-hrv", "standard": "original_attend_and_excite", "sd": "standard_sd"}
@@ -440,10 +444,6 @@ def generate_attend_excite(pipe, prompts: list[str], latents: torch.Tensor, targ
 
 def image_dir(output_path, mode: str, experiment_num, prompt: str):
     """``{output_path}/{mode folder}/exp_{n}/{prompt}`` (the reference's layout; the prompt made safe)."""
-    from pathlib import Path
-
-    from hrv_diffusion.apps.output_paths import child_dir, safe_folder_name
-
     return child_dir(Path(output_path) / MODE_FOLDERS[mode] / f"exp_{experiment_num}", safe_folder_name(prompt))
 
 
@@ -451,17 +451,12 @@ def save_png(pixels: np.ndarray, path) -> None:
     """Write (H, W, 3) uint8 atomically."""
     from PIL import Image
 
-    from hrv_diffusion.hrv.shards import atomic_output
-
     with atomic_output(path) as temp:
         Image.fromarray(pixels).save(temp, format="PNG")
 
 
 def save_json(data: dict, path) -> None:
-    import json
-
-    from hrv_diffusion.hrv.shards import atomic_output
-
+    """Write ``data`` as JSON atomically."""
     with atomic_output(path) as temp:
         temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
@@ -507,8 +502,6 @@ def generate_to_folder(pipe, job: PromptJob, seeds, settings: AttendExciteSettin
 
     Seeds whose PNG and JSON exist are skipped (resumable). ``hrv`` (an ``HRV`` ordered for this UNet) gives the
     A&E-HRV head weights. Seeds run in batches of ``batch_size`` (each sample's update is its own)."""
-    from pathlib import Path
-
     from hrv_diffusion.core.loop import latent_shape
 
     out_dir = Path(out_dir)
@@ -540,8 +533,6 @@ def generate_to_folder(pipe, job: PromptJob, seeds, settings: AttendExciteSettin
 
 def write_grid(out_dir, seeds, path) -> bool:
     """The grid of the seeds' images that exist (``{exp}/{prompt}.png``, as the reference); False if none."""
-    from pathlib import Path
-
     from PIL import Image
 
     files = [Path(out_dir) / f"{s}.png" for s in seeds if (Path(out_dir) / f"{s}.png").exists()]
