@@ -207,6 +207,9 @@ def run_variant(report, name, fn, images, counter, warmup=None):
     if torch.cuda.is_available():
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     report["variants"][name] = row
+    if report.get("out"):  # after every variant: a later failure keeps what was measured
+        Path(report["out"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(report["out"]).write_text(json.dumps(report, indent=1) + "\n")
     print(name, json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 
 
@@ -219,6 +222,8 @@ def main(argv=None):
                    "SD, 0 for SDXL)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--skip", nargs="*", default=[], help="variants to skip")
+    p.add_argument("--compile", action="store_true", help="at the end, also time ours with the UNet regions "
+                   "compiled (core/speed.compile_unet_regions; the compile takes minutes)")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny model, 3 steps: checks the code paths")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -249,7 +254,8 @@ def main(argv=None):
     report = {"model": args.model, "smoke": args.smoke, "device": torch.cuda.get_device_name() if device == "cuda"
               else "cpu", "torch": torch.__version__, "diffusers": diffusers.__version__, "steps": args.steps,
               "evaluations": num_evaluations(pipe, args.steps), "dtype": str(pipe.unet.dtype), "prompt": PROMPT,
-              "latent": list(shape), "thresholds": thresholds, "max_iter_to_alter": alter, "variants": {}}
+              "latent": list(shape), "thresholds": thresholds, "max_iter_to_alter": alter, "out": args.out,
+              "variants": {}}
     counter = CallCounter(pipe.unet)
 
     def ours(settings, n=1):
@@ -299,7 +305,16 @@ def main(argv=None):
                                                                                 hrv_settings)[1]},
                     args.reference_images, counter,
                     lambda: reference_way(pipe, latents([99]), hrv, warm(hrv_settings)))
-    if args.model == "sd" and not args.smoke and "fp16" not in args.skip:  # the same in fp16
+    if args.compile:
+        from hrv_diffusion.core.speed import compile_unet_regions
+
+        compile_unet_regions(pipe.unet)
+        for name, settings in (("ours_hrv_compiled", hrv_settings), ("ours_standard_compiled", std_settings)):
+            seconds, _ = timed(warm_ours(settings))
+            seconds += timed(lambda: ours(settings)(0))[0]  # a full image also compiles the refinement's shapes
+            report[f"{name}_warmup_s"] = seconds
+            run_variant(report, name, ours(settings), args.images, counter)
+    if args.model == "sd" and not args.smoke and not args.compile and "fp16" not in args.skip:  # the same in fp16
         pipe.to(torch.float16)
         for name, fn, warmup in (("ours_hrv_fp16", ours(hrv_settings), warm_ours(hrv_settings)),
                                  ("ours_standard_fp16", ours(std_settings), warm_ours(std_settings))):

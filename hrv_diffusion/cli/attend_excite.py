@@ -91,6 +91,8 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                    help="pndm = the paper's sampler; model = the card's own (default: pndm)")
     g.add_argument("--decode", choices=["round", "truncate"], default="round",
                    help="uint8 conversion: round = diffusers' PIL path, the reference's A&E (default: round)")
+    g.add_argument("--compile", action="store_true", help="compile every UNet region but the cross-attention layers "
+                   "(torch.compile, forward and backward): for long GPU runs, after a one-time compile of minutes")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -153,6 +155,10 @@ def load_setup(args):
         torch.cuda.set_device(torch.device(device))  # the CUDA generator draws on the current device
     dtype = resolve_dtype(args.dtype, device)
     pipe = load_pipeline(args.model_card, dtype=dtype, device=device, scheduler=args.scheduler)
+    if args.compile:
+        from hrv_diffusion.core.speed import compile_unet_regions
+
+        compile_unet_regions(pipe.unet)
     generator = args.generator if args.generator != "auto" else ("cuda" if str(device).startswith("cuda") else "cpu")
     return pipe, dtype, generator
 
