@@ -61,7 +61,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50, help="PNDM steps (default: 50)")
     p.add_argument("--batch_size", type=int, default=32, help="(default: 32)")
     p.add_argument("--device", default="cpu", help="(default: cpu)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1: fastest on a busy machine)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's; 1 is fastest on a busy "
+                   "machine)")
+    p.add_argument("--max_refinement_steps", type=int, default=20, help="(default: 20)")
     p.add_argument("--resume", action="store_true", help="continue an existing --out")
     p.add_argument("--out", required=True, help="JSON file")
     args = p.parse_args(argv)
@@ -78,14 +80,16 @@ def main(argv=None) -> int:
     from hrv_diffusion.hrv.vectors import load_hrv
     from hrv_diffusion.toy import data, evaluator
 
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pipe = load_pipeline("toy", device=args.device)
     tokenizer = pipe.tokenizer
     hrv = load_hrv("paper", "toy", read_concept_set(resolve_description("toy_concepts")).names, head_layout(pipe.unet))
     scenes = data.sample_scenes(args.n, seed=args.seed, split=args.split, two_object_fraction=1.0, mention="all")
     captions = [s["caption"] for s in scenes]
     settings = {m: AttendExciteSettings(mode=m, attention_res=args.res_hrv if m == "hrv" else args.res_standard,
-                                        num_inference_steps=args.steps) for m in METHODS}
+                                        num_inference_steps=args.steps, max_refinement_steps=args.max_refinement_steps)
+                for m in METHODS}
     config = {"n": args.n, "seed": args.seed, "split": args.split, "steps": args.steps, "concept": args.concept,
               "res_standard": args.res_standard, "res_hrv": args.res_hrv, "targets": "the two shape nouns",
               "latents": "torch.Generator('cpu').manual_seed(seed + i)", "guidance_scale": 7.5,
