@@ -285,8 +285,13 @@ class AttendExcite(StepHook):
         return attend_excite_loss(maxima), maxima
 
     @staticmethod
-    def _gradient(loss: torch.Tensor, z: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-        """∂loss_b/∂z_b for the samples ``wanted`` (zeros elsewhere): one backward of the sum."""
+    def _gradient(loss: torch.Tensor, z: torch.Tensor, wanted: torch.Tensor | None = None) -> torch.Tensor:
+        """∂loss_b/∂z_b for the samples ``wanted`` (all if None; zeros elsewhere): one backward of the sum.
+
+        Called before the loss is read on the host where the step is certain, so the backward is queued while the
+        host waits; samples whose loss is 0 are then masked out of the update."""
+        if wanted is None:
+            return torch.autograd.grad(loss.sum(), [z])[0]
         if not bool(wanted.any()):
             return torch.zeros_like(z)
         return torch.autograd.grad(loss[wanted].sum(), [z])[0]
@@ -302,9 +307,11 @@ class AttendExcite(StepHook):
         every = torch.arange(batch)
         z = latents.detach().requires_grad_(True)
         loss, maxima = self._scores(z, t, step, loop, every)
+        grad = self._gradient(loss, z) if alter else None  # queued before the host reads the loss
         loss_host = loss.detach().float().cpu()
         refine = (loss_host > 1.0 - threshold) if threshold is not None else torch.zeros(batch, dtype=torch.bool)
-        grad = self._gradient(loss, z, (loss_host > 0) & (refine | alter))
+        if grad is None:
+            grad = self._gradient(loss, z, (loss_host > 0) & refine)
         records = [{"step": step, "timestep": int(t), "loss": float(loss_host[b]),
                     "max_attention": maxima[b].detach().float().cpu().tolist(), "step_size": alpha}
                    for b in range(batch)]
@@ -345,16 +352,16 @@ class AttendExcite(StepHook):
             rows = active.nonzero()[:, 0]
             zr = z[rows.to(z.device)].detach().requires_grad_(True)
             loss_r, _ = self._scores(zr, t, step, loop, rows)
-            loss_k[rows] = loss_r.detach().float().cpu()
             grad_k = torch.zeros_like(z)
-            grad_k[rows.to(z.device)] = self._gradient(loss_r, zr, loss_k[rows] > 0)
+            grad_k[rows.to(z.device)] = self._gradient(loss_r, zr)
+            loss_k[rows] = loss_r.detach().float().cpu()
         # one more pass at the refined latents: its loss and gradient make the step of this evaluation
         rows = refine.nonzero()[:, 0]
         zr = z[rows.to(z.device)].detach().requires_grad_(True)
         loss_r, maxima_r = self._scores(zr, t, step, loop, rows)
-        final = loss_r.detach().float().cpu()
         grad = grad.clone()
-        grad[rows.to(z.device)] = self._gradient(loss_r, zr, (final > 0) & alter)
+        grad[rows.to(z.device)] = self._gradient(loss_r, zr) if alter else 0.0
+        final = loss_r.detach().float().cpu()
         for j, b in enumerate(rows.tolist()):
             loss_host[b] = final[j]
             records[b].update(refinement_iterations=int(iterations[b]), loss_after_refinement=float(final[j]),
