@@ -49,6 +49,44 @@ def image_record(reading, scene) -> dict:
             "read": [[o.color, o.shape, o.size, o.position] for o in reading.objects]}
 
 
+def write(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(out)
+
+
+def paired(report: dict) -> dict:
+    """For each pair of methods with the same images: on how many images (shape_and_color) both, only the first,
+    only the second, or neither succeed (the counts of a McNemar test)."""
+    out = {}
+    done = [m for m in METHODS if len(report["images"].get(m, [])) == report["config"]["n"]]
+    for i, a in enumerate(done):
+        for b in done[i + 1 :]:
+            pairs = [(x["shape_and_color"], y["shape_and_color"]) for x, y in zip(report["images"][a], report["images"][b])]
+            out[f"{a}_vs_{b}"] = {"both": sum(x and y for x, y in pairs), f"only_{a}": sum(x and not y for x, y in pairs),
+                                  f"only_{b}": sum(y and not x for x, y in pairs),
+                                  "neither": sum(not x and not y for x, y in pairs)}
+    return out
+
+
+def merge(paths, out: Path) -> int:
+    """One report from reports of the same settings (each method taken from the report that finished it)."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    merged = {"config": reports[0]["config"], "methods": {}, "images": {}}
+    for report in reports:
+        if report["config"] != merged["config"]:
+            raise SystemExit("the reports were made with different settings")
+        for method, rates in report["methods"].items():
+            if rates["images"] == merged["config"]["n"]:
+                merged["methods"][method] = rates
+                merged["images"][method] = report["images"][method]
+    merged["paired"] = paired(merged)
+    write(merged, out)
+    print(json.dumps({"methods": merged["methods"], "paired": merged["paired"]}, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=64, help="captions, one seed each (default: 64)")
@@ -65,8 +103,12 @@ def main(argv=None) -> int:
                    "machine)")
     p.add_argument("--max_refinement_steps", type=int, default=20, help="(default: 20)")
     p.add_argument("--resume", action="store_true", help="continue an existing --out")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="merge reports of the same settings that ran different methods into --out, and stop")
     p.add_argument("--out", required=True, help="JSON file")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
 
     import torch
 
@@ -127,11 +169,10 @@ def main(argv=None) -> int:
                 "refinement_iterations_mean": sum(r["telemetry"]["refinement_iterations"] for r in records) / len(records),
                 "seconds_this_run": round(time.perf_counter() - start_time, 1),
             }
-            tmp = out.with_suffix(".tmp")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(report, indent=1) + "\n")
-            tmp.replace(out)
+            write(report, out)
             print(method, json.dumps(report["methods"][method]), flush=True)
+    report["paired"] = paired(report)
+    write(report, out)
     for method, rates in report["methods"].items():
         print(f"{method:9s} shape+color {rates['shape_and_color']:.3f}  all {rates['all_attributes']:.3f}  "
               f"found {rates['objects_found']:.3f}  ({rates['images']} images)")
