@@ -54,7 +54,7 @@ def test_one_prompt_cli_writes_images_telemetry_and_grid_and_resumes(tmp_path, c
     assert ae_main([*argv, "--run_standard_attend_excite", "--anchor", "diffusers", "--attention_res", "8"]) == 0
     record = json.loads((tmp_path / "original_attend_and_excite/exp_None/a red circle and a blue square/2.json").read_text())
     assert record["settings"]["kernel"] == "diffusers" and record["settings"]["smooth_attentions"]
-    assert ae_main([*argv, "--run_standard_sd"]) == 0
+    assert ae_main([*argv, "--run_standard_sd", "--concepts", "X", "Y", "Z"]) == 0  # concepts: A&E-HRV only
     assert json.loads((tmp_path / "standard_sd/exp_None/a red circle and a blue square/2.json").read_text())["steps"] == []
 
 

@@ -203,7 +203,7 @@ def run(args) -> int:
     positions, labels = resolve_targets(pipe.tokenizer, args.prompt, args.token_indices, args.token_words)
     _, h, _ = latent_shape(pipe, args.height, args.width)
     settings = settings_from(args, mode, h)
-    concepts = concepts_for(args, len(positions))
+    concepts = concepts_for(args, len(positions)) if mode == "hrv" else [None] * len(positions)
     hrv = load_hrv_for(args, pipe) if mode == "hrv" else None
     if hrv is not None:
         for concept in concepts:

@@ -66,7 +66,7 @@ def run(args) -> int:
     jobs = []
     for i in indices:
         item = prompts[i]
-        concepts = concepts_for(args, len(item.nouns))
+        concepts = concepts_for(args, len(item.nouns)) if hrv is not None else [None] * len(item.nouns)
         if hrv is not None:
             for concept in concepts:
                 hrv.row(concept)
