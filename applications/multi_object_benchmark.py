@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Generate the paper's multi-object prompt sets with A&E-HRV, standard A&E and plain SD (see --help). Front-end of hrv_diffusion.cli.multi_object."""
+import sys
+from pathlib import Path
+
+try:
+    import hrv_diffusion  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hrv_diffusion.cli.multi_object import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,553 @@
+"""Attend-and-Excite (A&E) and A&E-HRV: push the latents until every target token is attended somewhere.
+
+At the first ``max_iter_to_alter`` evaluations a conditional-only UNet pass records the cross-attention maps of the
+target tokens; the loss is ``max_k max(0, 1 - m_k)``, where ``m_k`` is the spatial maximum of token k's map after a
+×100 softmax over the text tokens (and an optional Gaussian smoothing); the latents take one gradient step
+``z ← z − α_i ∇L`` with ``α_i = scale_factor · sqrt(linspace(1, 0.5, T))[i]``. At the threshold evaluations
+(0, 10, 20) the step is repeated ("iterative refinement") while ``L > 1 − threshold``, at most 20 times.
+
+What differs between the variants is only how token k's map is built (``token_map_store``):
+
+- **A&E-HRV** (the paper's, the default): every CA head's map resampled to ``attention_res`` (blur-then-bicubic
+  down, bicubic up; ``core/maps.resample_maps``) and weighted by the HRV of token k's concept / H: one weighted map
+  per target token (a convex average over all heads, since an HRV row sums to H);
+- **standard A&E**: the plain mean over the heads of the CA layers whose resolution is ``attention_res`` (16x16 on
+  SD v1.4: 40 heads);
+- **plain SD**: no update at all.
+
+Faithful defaults are the reference's (SNU-DRL/HRV ``attend_and_excite_hrv.py``): softmax over token columns 1..76
+(``token_slice="1:77"``), smoothing off unless asked for, and when on a true Gaussian (``kernel="gaussian"``).
+diffusers' ``StableDiffusionAttendAndExcitePipeline`` (and the original A&E) is reproduced with
+``token_slice="1:-1"``, ``smooth=True``, ``kernel="diffusers"`` (its σ is √2 larger: exp(-((x-m)/(2σ))²)).
+
+The update is per sample: each sample's loss, refinement and step are independent of the others, so a batch of
+seeds gives the same latents as one seed at a time (the gradient of the sum of per-sample losses is the per-sample
+gradient; refinement runs only the samples still above their target).
+
+Memory by design: the map store only reads probabilities, so self-attention and every CA layer whose maps the loss
+does not need keep fused SDPA; the needed CA probabilities are computed for the conditional rows of the gradient
+passes only; the UNet's weights are frozen during the passes (autograd then keeps no activations for weight
+gradients); a gradient pass stops after the last layer the loss reads (its output is not needed); no gradient pass
+runs at evaluations that neither update nor refine.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hrv_diffusion.apps.output_paths import child_dir, safe_folder_name
+from hrv_diffusion.core.attention import Controller, UNetCall
+from hrv_diffusion.core.heads import AttnLayer, HeadLayout
+from hrv_diffusion.core.loop import Conditioning, DenoisingLoop, StepHook
+from hrv_diffusion.core.maps import AttentionMaps
+from hrv_diffusion.errors import UserError
+from hrv_diffusion.hrv.shards import atomic_output
+
+MODES = ("hrv", "standard", "sd")  # A&E-HRV, standard A&E, plain SD
+MODE_FOLDERS = {"hrv": "attend_and_excite-hrv", "standard": "original_attend_and_excite", "sd": "standard_sd"}
+TOKEN_SLICES = ("1:77", "1:-1", "1:eot")  # softmax columns: the reference, diffusers / original A&E, up to EOT
+KERNELS = ("gaussian", "diffusers")
+SOFTMAX_SCALE = 100.0  # the maps are multiplied by 100 before the softmax over tokens (A&E's temperature)
+DEFAULT_THRESHOLDS = {0: 0.05, 10: 0.5, 20: 0.8}
+
+
+@dataclass
+class AttendExciteSettings:
+    """What one A&E run does; written into every image's telemetry JSON."""
+
+    mode: str = "hrv"
+    attention_res: int = 8  # R: the maps are R x R
+    max_iter_to_alter: int = 25  # gradient steps at evaluations 0 .. max_iter_to_alter - 1
+    thresholds: dict = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))  # {evaluation: threshold}
+    scale_factor: float = 20.0
+    scale_range: tuple = (1.0, 0.5)  # step size at evaluation i: scale_factor * sqrt(linspace(*scale_range, T))[i]
+    max_refinement_steps: int = 20
+    smooth_attentions: bool = False
+    sigma: float = 0.5
+    kernel_size: int = 3
+    kernel: str = "gaussian"  # "gaussian" = exp(-x²/2σ²) (the reference); "diffusers" = exp(-(x/2σ)²)
+    token_slice: str = "1:77"
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.token_slice not in TOKEN_SLICES:
+            raise UserError(f"--token_slice must be one of {', '.join(TOKEN_SLICES)}, not {self.token_slice!r}")
+        if self.kernel not in KERNELS:
+            raise UserError(f"--kernel must be one of {', '.join(KERNELS)}, not {self.kernel!r}")
+        if self.attention_res < 1:
+            raise UserError(f"--attention_res must be at least 1, got {self.attention_res}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise UserError(f"--kernel_size must be a positive odd number, got {self.kernel_size}")
+        if self.sigma <= 0:
+            raise UserError(f"--sigma must be positive, got {self.sigma}")
+        if self.max_refinement_steps < 1:
+            raise UserError(f"--max_refinement_steps must be at least 1, got {self.max_refinement_steps}")
+        self.thresholds = {int(k): float(v) for k, v in dict(self.thresholds).items()}
+        self.scale_range = tuple(float(x) for x in self.scale_range)
+        if len(self.scale_range) != 2 or min(self.scale_range) < 0:
+            raise UserError(f"--scale_range needs two non-negative numbers, got {self.scale_range}")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["thresholds"] = {str(k): v for k, v in self.thresholds.items()}
+        out["scale_range"] = list(self.scale_range)
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ the math
+
+def step_sizes(scale_factor: float, num_evaluations: int, scale_range=(1.0, 0.5)) -> np.ndarray:
+    """(T,) float64: α_i = scale_factor · sqrt(linspace(start, end, T))[i] (A&E's schedule; 20, 18.97, … for T=51)."""
+    return scale_factor * np.sqrt(np.linspace(scale_range[0], scale_range[1], num_evaluations))
+
+
+def smoothing_kernel(size: int, sigma: float, kind: str = "gaussian") -> torch.Tensor:
+    """(size, size) float32, sums to 1: the product over both axes of exp(-(x-m)²/2σ²) ("gaussian", a true
+    Gaussian of std σ) or exp(-((x-m)/2σ)²) ("diffusers": diffusers' and the original A&E's, std √2·σ)."""
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    if kind == "gaussian":
+        weights = torch.exp(-coords**2 / (2 * sigma**2))
+    elif kind == "diffusers":
+        weights = torch.exp(-((coords / (2 * sigma)) ** 2))
+    else:
+        raise ValueError(f"kernel must be one of {KERNELS}, not {kind!r}")
+    kernel = weights[:, None] * weights[None, :]
+    return kernel / kernel.sum()
+
+
+def smooth(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(N, R, R) -> (N, R, R): reflect padding by size//2, then a 2-D convolution with ``kernel``."""
+    pad = kernel.shape[-1] // 2
+    padded = F.pad(images[:, None], (pad, pad, pad, pad), mode="reflect")  # (N, 1, R+2p, R+2p)
+    return F.conv2d(padded, kernel.to(images)[None, None])[:, 0]
+
+
+@dataclass
+class Targets:
+    """The tokens to excite, for a batch of B samples: K targets, each a group of token positions (a word's BPE
+    pieces; its score is the max over them), and the map group (concept) each target reads."""
+
+    positions: torch.Tensor  # (B, K, P) long; groups shorter than P repeat their first position
+    groups: torch.Tensor  # (K,) long: index into the store's groups
+    eot: torch.Tensor  # (B,) long: position of each prompt's end token
+
+    @classmethod
+    def build(cls, positions, eot, groups=None) -> "Targets":
+        """``positions``: per sample, a list of K lists of positions (or K ints); ``eot``: per sample."""
+        rows = [[[p] if isinstance(p, (int, np.integer)) else list(p) for p in sample] for sample in positions]
+        k = len(rows[0])
+        if k == 0 or any(len(r) != k for r in rows):
+            raise UserError("every prompt of a batch needs the same number of target tokens (at least one)")
+        width = max(len(p) for r in rows for p in r)
+        if width == 0:
+            raise UserError("a target word has no token in the prompt")
+        padded = [[p + [p[0]] * (width - len(p)) for p in r] for r in rows]
+        groups = torch.arange(k) if groups is None else torch.as_tensor(groups, dtype=torch.long)
+        return cls(torch.tensor(padded, dtype=torch.long), groups, torch.as_tensor(eot, dtype=torch.long))
+
+    def subset(self, rows: torch.Tensor) -> "Targets":
+        return Targets(self.positions[rows], self.groups, self.eot[rows])
+
+
+def token_columns(token_slice: str, eot: int, length: int = 77) -> slice:
+    """The token columns the softmax runs over: 1..76 ("1:77"), 1..75 ("1:-1"), 1..eot-1 ("1:eot")."""
+    return {"1:77": slice(1, length), "1:-1": slice(1, length - 1), "1:eot": slice(1, eot)}[token_slice]
+
+
+def max_attention(maps: torch.Tensor, targets: Targets, settings: AttendExciteSettings) -> torch.Tensor:
+    """Per sample and target, the spatial maximum of the target's map: (B, K).
+
+    ``maps`` (B, G, R, R, T) from ``token_map_store``. Per sample: the columns of ``settings.token_slice``, ×100,
+    softmax over them; target k's positions taken from group ``targets.groups[k]``; optional smoothing; max over
+    the R x R pixels, then over the target's positions."""
+    batch, k_count, width = targets.positions.shape
+    kernel = (smoothing_kernel(settings.kernel_size, settings.sigma, settings.kernel).to(maps.device)
+              if settings.smooth_attentions else None)
+    out = []
+    for b in range(batch):  # the token columns may differ per prompt ("1:eot")
+        columns = token_columns(settings.token_slice, int(targets.eot[b]), maps.shape[-1])
+        positions = targets.positions[b].to(maps.device)  # (K, P)
+        if bool(((positions < columns.start) | (positions >= columns.stop)).any()):
+            raise UserError(f"token index {positions.flatten().tolist()} outside the softmax columns "
+                            f"{columns.start}..{columns.stop - 1} (--token_slice {settings.token_slice})")
+        chosen = maps[b, targets.groups.to(maps.device)]  # (K, R, R, T)
+        probs = torch.softmax(chosen[..., columns] * SOFTMAX_SCALE, dim=-1)  # (K, R, R, T')
+        index = (positions - columns.start)[:, None, None, :].expand(-1, *probs.shape[1:3], -1)  # (K, R, R, P)
+        images = probs.gather(-1, index).permute(0, 3, 1, 2)  # (K, P, R, R)
+        if kernel is not None:
+            images = smooth(images.reshape(-1, *images.shape[-2:]), kernel).reshape(images.shape)
+        out.append(images.amax(dim=(-2, -1)).amax(dim=-1))  # (K,)
+    return torch.stack(out)
+
+
+def attend_excite_loss(maxima: torch.Tensor) -> torch.Tensor:
+    """(B, K) -> (B,): max over targets of max(0, 1 - m_k). The gradient goes to the first worst target only,
+    as Python's ``max`` over the per-token losses does in the reference."""
+    losses = (1.0 - maxima).clamp(min=0)  # (B, K)
+    return losses.gather(1, losses.argmax(dim=1, keepdim=True))[:, 0]
+
+
+# ------------------------------------------------------------------------------------------------ the maps
+
+def token_map_store(layout: HeadLayout, settings: AttendExciteSettings, hrv_rows: np.ndarray | None = None,
+                    resolution=None) -> AttentionMaps:
+    """The map store of a mode, recording with autograd.
+
+    ``hrv``: one group per row of ``hrv_rows`` (G, H), head weights = HRV / H, all CA layers, resampled to R.
+    ``standard``: one group, weight 1/n on each of the n heads of the CA layers at R x R (no resampling)."""
+    size = resolution or settings.attention_res
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if settings.mode == "hrv":
+        if hrv_rows is None:
+            raise ValueError("A&E-HRV needs the HRV rows of the target tokens' concepts")
+        rows = torch.as_tensor(np.asarray(hrv_rows), dtype=torch.float32)
+        if rows.ndim != 2 or rows.shape[1] != layout.num_heads:
+            raise UserError(f"the HRV rows have shape {tuple(rows.shape)}; this model needs (concepts, "
+                            f"{layout.num_heads})")
+        return AttentionMaps(layout, size, head_weights=rows / layout.num_heads, keep_grad=True)
+    at_res = [layer for layer in layout.layers if layer.resolution == size]
+    if not at_res:
+        found = sorted({layer.resolution for layer in layout.layers})
+        raise UserError(f"standard A&E averages the CA layers at {size[0]}x{size[1]}, and this model has none "
+                        f"(its CA resolutions: {', '.join(f'{h}x{w}' for h, w in found)}): pick --attention_res "
+                        "among them")
+    weights = torch.zeros(1, layout.num_heads)
+    for layer in at_res:
+        weights[0, layer.offset : layer.offset + layer.heads] = 1.0
+    return AttentionMaps(layout, size, head_weights=weights / weights.sum(), keep_grad=True)
+
+
+class _PassDone(Exception):
+    """Raised after the last CA layer the loss reads: the rest of the gradient pass is not needed."""
+
+
+class StopAfterLayer(Controller):
+    """Ends a UNet call (raises ``_PassDone``) once ``store`` has read its last layer, while it is active."""
+
+    def __init__(self, store: AttentionMaps):
+        self.store = store
+        self.last = list(store.weights)[-1]  # the store's layers are in forward order (down, mid, up)
+
+    def reads_probs(self, layer: AttnLayer, call: UNetCall) -> bool:
+        return self.store.active and layer.module_name == self.last
+
+    def read_probs(self, layer: AttnLayer, call: UNetCall, probs: torch.Tensor) -> None:
+        raise _PassDone
+
+
+# ------------------------------------------------------------------------------------------------ the update
+
+def _rows_loop(loop: DenoisingLoop, rows: torch.Tensor) -> DenoisingLoop:
+    """The same loop restricted to samples ``rows`` (conditional embeddings only)."""
+    c = loop.conditioning
+    index = rows.to(c.cond.device)
+    added = {k: v[index] for k, v in c.added.items()} if c.added is not None else None
+    return DenoisingLoop(loop.pipe, Conditioning(c.cond[index], None, added), loop.guidance_scale, loop.hooks)
+
+
+class AttendExcite(StepHook):
+    """The A&E update as a step hook; ``records[b]`` collects sample b's per-evaluation telemetry."""
+
+    grad = True
+
+    def __init__(self, store: AttentionMaps, targets: Targets, settings: AttendExciteSettings,
+                 num_evaluations: int, stop: StopAfterLayer | None = None):
+        self.store, self.targets, self.settings, self.stop = store, targets, settings, stop
+        self.alphas = step_sizes(settings.scale_factor, num_evaluations, settings.scale_range)
+        self.records: list[list[dict]] = [[] for _ in range(targets.positions.shape[0])]
+        self.passes = 0  # gradient passes run (UNet forward + backward), for benchmarks
+
+    def controllers(self) -> list[Controller]:
+        return [self.store] + ([self.stop] if self.stop is not None else [])
+
+    def _scores(self, z: torch.Tensor, t, step: int, loop: DenoisingLoop, rows: torch.Tensor):
+        """One conditional pass of samples ``rows`` under autograd: (loss (b,), maxima (b, K))."""
+        self.store.reset()
+        self.store.active = True
+        try:
+            _rows_loop(loop, rows).noise(z, t, step, rows="cond")
+        except _PassDone:
+            pass
+        finally:
+            self.store.active = False
+        self.passes += 1
+        maxima = max_attention(self.store.maps, self.targets.subset(rows), self.settings)
+        self.store.reset()  # the graph lives on through ``maxima`` only
+        return attend_excite_loss(maxima), maxima
+
+    @staticmethod
+    def _gradient(loss: torch.Tensor, z: torch.Tensor, wanted: torch.Tensor | None = None) -> torch.Tensor:
+        """∂loss_b/∂z_b for the samples ``wanted`` (all if None; zeros elsewhere): one backward of the sum.
+
+        Called before the loss is read on the host where the step is certain, so the backward is queued while the
+        host waits; samples whose loss is 0 are then masked out of the update."""
+        if wanted is None:
+            return torch.autograd.grad(loss.sum(), [z])[0]
+        if not bool(wanted.any()):
+            return torch.zeros_like(z)
+        return torch.autograd.grad(loss[wanted].sum(), [z])[0]
+
+    def before(self, step: int, t, latents: torch.Tensor, loop: DenoisingLoop) -> torch.Tensor | None:
+        s = self.settings
+        alter = step < s.max_iter_to_alter
+        threshold = s.thresholds.get(step)
+        if s.mode == "sd" or (not alter and threshold is None):
+            return None  # no gradient pass
+        alpha = float(self.alphas[step])
+        batch = latents.shape[0]
+        every = torch.arange(batch)
+        z = latents.detach().requires_grad_(True)
+        loss, maxima = self._scores(z, t, step, loop, every)
+        grad = self._gradient(loss, z) if alter else None  # queued before the host reads the loss
+        loss_host = loss.detach().float().cpu()
+        refine = (loss_host > 1.0 - threshold) if threshold is not None else torch.zeros(batch, dtype=torch.bool)
+        if grad is None:
+            grad = self._gradient(loss, z, (loss_host > 0) & refine)
+        records = [{"step": step, "timestep": int(t), "loss": float(loss_host[b]),
+                    "max_attention": maxima[b].detach().float().cpu().tolist(), "step_size": alpha}
+                   for b in range(batch)]
+        del loss, maxima
+        z = z.detach().clone()  # never write into the loop's tensor
+        if threshold is not None:
+            for b in range(batch):
+                records[b].update(threshold=threshold, refinement_iterations=0,
+                                  threshold_met=bool(loss_host[b] <= 1.0 - threshold))
+        if bool(refine.any()):
+            z, grad = self._refine(z, grad, loss_host, refine, t, step, loop, alpha, threshold, alter, records)
+        if alter:
+            moved = (loss_host > 0).to(z.device)[:, None, None, None]
+            z = torch.where(moved, z - alpha * grad, z)
+        for b in range(batch):
+            records[b]["updated"] = bool(alter and loss_host[b] > 0)
+            self.records[b].append(records[b])
+        return z
+
+    def _refine(self, z, grad, loss_host, refine, t, step, loop, alpha, threshold, alter, records):
+        """Iterative refinement of the samples ``refine``; returns the latents and, for those samples, the
+        gradient of their loss after refinement (the step that follows uses it). ``loss_host`` is updated."""
+        s = self.settings
+        target = max(0.0, 1.0 - threshold)
+        iterations = torch.zeros(z.shape[0], dtype=torch.long)
+        loss_k = loss_host.clone()  # the loss at each sample's current latents
+        grad_k = grad  # its gradient (iteration 1 reuses the pass just made: same latents, same loss)
+        active = refine.clone()
+        while bool(active.any()):
+            rows = active.nonzero()[:, 0]
+            index = rows.to(z.device)
+            moved = (loss_k[rows] > 0).to(z.device)[:, None, None, None]
+            z[index] = torch.where(moved, z[index] - alpha * grad_k[index], z[index])
+            iterations[rows] += 1
+            active[rows] = (loss_k[rows] > target) & (iterations[rows] < s.max_refinement_steps)
+            if not bool(active.any()):
+                break
+            rows = active.nonzero()[:, 0]
+            zr = z[rows.to(z.device)].detach().requires_grad_(True)
+            loss_r, _ = self._scores(zr, t, step, loop, rows)
+            grad_k = torch.zeros_like(z)
+            grad_k[rows.to(z.device)] = self._gradient(loss_r, zr)
+            loss_k[rows] = loss_r.detach().float().cpu()
+        # one more pass at the refined latents: its loss and gradient make the step of this evaluation
+        rows = refine.nonzero()[:, 0]
+        zr = z[rows.to(z.device)].detach().requires_grad_(True)
+        loss_r, maxima_r = self._scores(zr, t, step, loop, rows)
+        grad = grad.clone()
+        grad[rows.to(z.device)] = self._gradient(loss_r, zr) if alter else 0.0
+        final = loss_r.detach().float().cpu()
+        for j, b in enumerate(rows.tolist()):
+            loss_host[b] = final[j]
+            records[b].update(refinement_iterations=int(iterations[b]), loss_after_refinement=float(final[j]),
+                              max_attention_after_refinement=maxima_r[j].detach().float().cpu().tolist(),
+                              threshold_met=bool(final[j] <= target))
+        return z, grad
+
+
+def telemetry_summary(records: list[dict]) -> dict:
+    """Totals of one sample's records: gradient steps, refinement iterations, thresholds met, last loss."""
+    return {
+        "gradient_steps": sum(r.get("updated", False) for r in records),
+        "refinement_iterations": sum(r.get("refinement_iterations", 0) for r in records),
+        "thresholds_met": {str(r["step"]): r["threshold_met"] for r in records if "threshold" in r},
+        "last_loss": records[-1]["loss"] if records else None,
+    }
+
+
+class frozen_weights:
+    """``with frozen_weights(module):`` no parameter requires grad inside (restored after): autograd then keeps no
+    activations for weight gradients."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def __enter__(self):
+        self.saved = [(p, p.requires_grad) for p in self.module.parameters()]
+        for p, _ in self.saved:
+            p.requires_grad_(False)
+        return self.module
+
+    def __exit__(self, *exc):
+        for p, flag in self.saved:
+            p.requires_grad_(flag)
+
+
+def default_attention_res(mode: str, latent_size: int) -> int:
+    """R by default: A&E-HRV latent/8 (SD v1.4 at 512²: 8, the reference), standard A&E latent/4 (16, the
+    reference and diffusers). SDXL at 1024² (latents 128): 16 and 32."""
+    return max(1, latent_size // (8 if mode == "hrv" else 4))
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+@dataclass
+class AttendExciteResult:
+    latents: torch.Tensor  # (B, C, h, w) final latents
+    images: np.ndarray | None  # (B, H, W, 3) uint8 when decoded
+    records: list  # per sample, its per-evaluation telemetry (empty for plain SD)
+    gradient_passes: int  # conditional UNet passes with a backward, all samples together
+
+
+def concept_groups(concepts: list[str]) -> tuple[list[str], list[int]]:
+    """Distinct concepts (the store's groups, in first-use order) and each target's group."""
+    distinct = list(dict.fromkeys(concepts))
+    return distinct, [distinct.index(c) for c in concepts]
+
+
+def generate_attend_excite(pipe, prompts: list[str], latents: torch.Tensor, targets: Targets,
+                           settings: AttendExciteSettings, hrv_rows: np.ndarray | None = None, *,
+                           negative_prompt=None, decode: str | None = "round", early_exit: bool = True,
+                           height: int | None = None, width: int | None = None) -> AttendExciteResult:
+    """Generate ``prompts`` (B) from ``latents`` (B, C, h, w) with A&E-HRV, standard A&E or plain SD.
+
+    ``targets`` has the token positions per sample and, for A&E-HRV, each target's row of ``hrv_rows`` (G, H),
+    the HRV rows of the distinct concepts in the UNet's head order. ``decode="round"`` is diffusers' PIL path
+    (the reference's A&E); ``early_exit`` stops gradient passes after the last CA layer the loss reads."""
+    from hrv_diffusion.core.heads import head_layout
+    from hrv_diffusion.core.loop import generate, num_evaluations
+
+    common = dict(num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+                  negative_prompt=negative_prompt, decode=decode, height=height, width=width)
+    if settings.mode == "sd":
+        out = generate(pipe, list(prompts), latents, **common)
+        return AttendExciteResult(out.latents, out.images, [[] for _ in prompts], 0)
+    layout = head_layout(pipe.unet)
+    if settings.mode == "standard":  # one map for every target
+        targets = Targets(targets.positions, torch.zeros_like(targets.groups), targets.eot)
+    store = token_map_store(layout, settings, hrv_rows)
+    store.active = False  # recording only inside the hook's gradient passes
+    hook = AttendExcite(store, targets, settings, num_evaluations(pipe, settings.num_inference_steps),
+                        StopAfterLayer(store) if early_exit else None)
+    with frozen_weights(pipe.unet):
+        out = generate(pipe, list(prompts), latents, controllers=hook.controllers(), step_hooks=[hook], **common)
+    return AttendExciteResult(out.latents, out.images, hook.records, hook.passes)
+
+
+def image_dir(output_path, mode: str, experiment_num, prompt: str):
+    """``{output_path}/{mode folder}/exp_{n}/{prompt}`` (the reference's layout; the prompt made safe)."""
+    return child_dir(Path(output_path) / MODE_FOLDERS[mode] / f"exp_{experiment_num}", safe_folder_name(prompt))
+
+
+def save_png(pixels: np.ndarray, path) -> None:
+    """Write (H, W, 3) uint8 atomically."""
+    from PIL import Image
+
+    with atomic_output(path) as temp:
+        Image.fromarray(pixels).save(temp, format="PNG")
+
+
+def save_json(data: dict, path) -> None:
+    """Write ``data`` as JSON atomically."""
+    with atomic_output(path) as temp:
+        temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def grid(images: list[np.ndarray]) -> np.ndarray:
+    """The reference's grid: ceil(sqrt(n)) columns, ceil(n / columns) rows, no gaps, black where empty."""
+    n = len(images)
+    columns = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    h, w, c = images[0].shape
+    canvas = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+    for i, image in enumerate(images):
+        canvas[(i // columns) * h : (i // columns + 1) * h, (i % columns) * w : (i % columns + 1) * w] = image
+    return canvas
+
+
+@dataclass
+class PromptJob:
+    """One prompt of a run: its targets (token positions and labels) and each target's concept."""
+
+    prompt: str
+    positions: list  # K lists of token positions
+    labels: list  # K labels (the word or token of each target)
+    concepts: list  # K concept names (A&E-HRV)
+    eot: int
+
+
+def initial_latents(seeds, shape, generator: str = "cpu") -> torch.Tensor:
+    """(B, *shape) float32 on the CPU: seed b from ``torch.Generator(generator).manual_seed(seeds[b])``. "cuda"
+    is the reference's and diffusers' example (its numbers depend on the GPU model); "cpu" is portable."""
+    if generator == "cuda" and not torch.cuda.is_available():
+        raise UserError("--generator cuda needs CUDA: use --generator cpu (different latents, same method)")
+    from hrv_diffusion.core.loop import seed_latents
+
+    return seed_latents(seeds, shape, device=generator)
+
+
+def generate_to_folder(pipe, job: PromptJob, seeds, settings: AttendExciteSettings, out_dir, *, hrv=None,
+                       generator: str = "cpu", batch_size: int = 4, negative_prompt=None, decode: str = "round",
+                       height: int | None = None, width: int | None = None, metadata: dict | None = None,
+                       skip_existing: bool = True, progress=None) -> list[int]:
+    """Generate ``{out_dir}/{seed}.png`` and ``{seed}.json`` (telemetry) for ``seeds``; return the seeds made.
+
+    Seeds whose PNG and JSON exist are skipped (resumable). ``hrv`` (an ``HRV`` ordered for this UNet) gives the
+    A&E-HRV head weights. Seeds run in batches of ``batch_size`` (each sample's update is its own)."""
+    from hrv_diffusion.core.loop import latent_shape
+
+    out_dir = Path(out_dir)
+    todo = [int(s) for s in seeds
+            if not (skip_existing and (out_dir / f"{s}.png").exists() and (out_dir / f"{s}.json").exists())]
+    distinct, groups = concept_groups(list(job.concepts))
+    hrv_rows = hrv.rows(distinct) if settings.mode == "hrv" else None
+    shape = latent_shape(pipe, height, width)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        targets = Targets.build([job.positions] * len(batch), [job.eot] * len(batch), groups)
+        result = generate_attend_excite(pipe, [job.prompt] * len(batch), initial_latents(batch, shape, generator),
+                                        targets, settings, hrv_rows, negative_prompt=negative_prompt, decode=decode,
+                                        height=height, width=width)
+        for b, seed in enumerate(batch):
+            save_png(result.images[b], out_dir / f"{seed}.png")
+            save_json({
+                "prompt": job.prompt, "seed": seed, "mode": settings.mode, "generator": generator,
+                "token_indices": job.positions, "targets": job.labels,
+                "concepts": list(job.concepts) if settings.mode == "hrv" else None,
+                "hrv": {"source": hrv.source, "fingerprint": hrv.fingerprint()} if settings.mode == "hrv" else None,
+                "settings": settings.to_dict(), **(metadata or {}),
+                "summary": telemetry_summary(result.records[b]), "steps": result.records[b],
+            }, out_dir / f"{seed}.json")
+        if progress is not None:
+            progress.update(len(batch))
+    return todo
+
+
+def write_grid(out_dir, seeds, path) -> bool:
+    """The grid of the seeds' images that exist (``{exp}/{prompt}.png``, as the reference); False if none."""
+    from PIL import Image
+
+    files = [Path(out_dir) / f"{s}.png" for s in seeds if (Path(out_dir) / f"{s}.png").exists()]
+    if not files:
+        return False
+    images = []
+    for f in files:
+        with Image.open(f) as image:
+            images.append(np.asarray(image.convert("RGB")))
+    save_png(grid(images), path)
+    return True

@@ -1,0 +1,110 @@
+"""Which tokens Attend-and-Excite excites: given indices, given words, or the prompt's nouns.
+
+Positions count the start token as 0 (``--token_indices 2 5`` for "a cat and a frog"). A word given by name
+(``--token_words cat frog``) excites all of its BPE pieces, its score being the max over them. Without either,
+the prompt's nouns are used when a part-of-speech tagger with its data is installed (``pip install
+'hrv-diffusion[nltk]'`` and the ``averaged_perceptron_tagger_eng`` data: nothing is ever downloaded); otherwise the
+command prints the tokens with their indices and asks (in a terminal) or exits with a message saying what to pass.
+"""
+from __future__ import annotations
+
+import sys
+
+from hrv_diffusion.core.tokens import word_token_positions
+from hrv_diffusion.errors import UserError
+
+NOUN_TAGS = ("NN", "NNS", "NNP", "NNPS")
+MAX_TOKENS = 77
+
+
+class TaggerUnavailable(RuntimeError):
+    """No part-of-speech tagger with its data is installed."""
+
+
+def token_table(tokenizer, prompt: str) -> list[tuple[int, str]]:
+    """(position, token) of every token of ``prompt``, SOT and EOT included (diffusers' ``get_indices``)."""
+    ids = tokenizer(prompt, truncation=True, max_length=MAX_TOKENS).input_ids
+    return list(enumerate(tokenizer.convert_ids_to_tokens(ids)))
+
+
+def format_token_table(tokenizer, prompt: str) -> str:
+    return "  ".join(f"{i}:{token}" for i, token in token_table(tokenizer, prompt))
+
+
+def eot_position(tokenizer, prompt: str) -> int:
+    """Position of the end token of ``prompt`` (76 when the prompt fills the 77 tokens)."""
+    return len(tokenizer(prompt, truncation=True, max_length=MAX_TOKENS).input_ids) - 1
+
+
+def word_targets(tokenizer, prompt: str, words) -> list[list[int]]:
+    """For each word, its token positions in ``prompt`` (all BPE pieces; a word that occurs twice: both)."""
+    targets = []
+    for word in words:
+        positions = [p for p in word_token_positions(tokenizer, prompt, word) if p < MAX_TOKENS - 1]
+        if not positions:
+            raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are matched exactly, split at "
+                            f"spaces). Its tokens: {format_token_table(tokenizer, prompt)}")
+        targets.append(positions)
+    return targets
+
+
+def nltk_tagger():
+    """nltk's ``pos_tag`` if nltk and its tagger data are installed (never downloads), else TaggerUnavailable."""
+    try:
+        import nltk
+    except ImportError:
+        raise TaggerUnavailable("nltk is not installed (pip install 'hrv-diffusion[nltk]')") from None
+    for name in ("taggers/averaged_perceptron_tagger_eng", "taggers/averaged_perceptron_tagger"):
+        try:
+            nltk.data.find(name)
+            return nltk.pos_tag
+        except LookupError:
+            continue
+    raise TaggerUnavailable("nltk's tagger data is not installed (python -m nltk.downloader "
+                            "averaged_perceptron_tagger_eng, where there is network)")
+
+
+def noun_words(prompt: str, tagger=None) -> list[str]:
+    """The words of ``prompt`` (split at spaces, punctuation stripped) that ``tagger`` tags as nouns, in order."""
+    tagger = tagger or nltk_tagger()
+    words = [w.strip(".,;:!?\"'()") for w in prompt.split(" ")]
+    words = [w for w in words if w]
+    return [word for word, tag in tagger(words) if tag in NOUN_TAGS]
+
+
+def resolve_targets(tokenizer, prompt: str, token_indices=None, words=None, tagger=None,
+                    interactive: bool | None = None) -> tuple[list[list[int]], list[str]]:
+    """(positions per target, a label per target) from indices, words, nouns or (in a terminal) the user.
+
+    ``interactive``: ask on stdin when nothing else gives the targets (default: only if stdin is a terminal)."""
+    table = token_table(tokenizer, prompt)
+    if token_indices:
+        last = len(table) - 2  # the last word token
+        bad = [i for i in token_indices if not 1 <= int(i) <= last]
+        if bad:
+            raise UserError(f"--token_indices {bad} are not word tokens of the prompt (1..{last}): "
+                            f"{format_token_table(tokenizer, prompt)}")
+        return [[int(i)] for i in token_indices], [table[int(i)][1] for i in token_indices]
+    if words:
+        return word_targets(tokenizer, prompt, words), list(words)
+    try:
+        nouns = list(dict.fromkeys(noun_words(prompt, tagger)))
+    except TaggerUnavailable as error:
+        reason = str(error)
+    else:
+        if nouns:
+            return word_targets(tokenizer, prompt, nouns), nouns
+        reason = "the tagger found no noun"
+    listing = format_token_table(tokenizer, prompt)
+    if interactive is None:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+    if not interactive:
+        raise UserError(f"no target tokens: pass --token_indices (positions below) or --token_words ({reason}). "
+                        f"Tokens of {prompt!r}: {listing}")
+    print(f"Tokens of {prompt!r}: {listing}")
+    answer = input("Indices of the tokens to alter, separated by spaces: ")
+    try:
+        indices = [int(x) for x in answer.replace(",", " ").split()]
+    except ValueError:
+        raise UserError(f"not a list of token indices: {answer!r}") from None
+    return resolve_targets(tokenizer, prompt, indices, interactive=False)
