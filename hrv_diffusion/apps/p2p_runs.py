@@ -263,6 +263,8 @@ def run_edits(pipe, pairs: list[Pair], seeds, layout: EditLayout, *, hrv=None, b
     planned = plan_groups(pairs, seeds, layout, masks)
     layout.write_manifests()
     report = RunReport(groups=len(planned))
+    if progress is not None and hasattr(progress, "reset"):  # a tqdm bar: count the edits still to make
+        progress.reset(total=sum(len(p.group.edits) for p in planned))
     pending = []
     with ThreadPoolExecutor(max_workers=8) as writer:
         for batch in pack(planned, batch_size):

@@ -22,6 +22,7 @@ DEFAULT_SEEDS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
 
 def add_model_flags(g, default_card: str = SD_CARD) -> None:
+    """The published flags that the benchmark runner shares (model, steps, windows, HRV files)."""
     g.add_argument("--gpu_num", type=int, default=0, help="CUDA device index (under torchrun: LOCAL_RANK)")
     g.add_argument("--model_card", default=default_card,
                    help="hub id or local folder of an SD 1.x/2.x or SDXL model, or toy / tiny-sd / tiny-sdxl")
@@ -42,6 +43,10 @@ def add_model_flags(g, default_card: str = SD_CARD) -> None:
     g.add_argument("--category_vectors_path", default=None,
                    help="HRV file (category_vectors_*.npy; its head_index_*.npy beside it); overrides --hrv")
     g.add_argument("--head_index_path", default=None, help="head labels of --category_vectors_path (default: beside it)")
+
+
+def add_mode_flags(g) -> None:
+    """The published flags that choose the methods."""
     g.add_argument("--use_soft_vector", action="store_true",
                    help="P2P-HRV: restore the target token in every head times the head's HRV value (folder "
                         "{concept}_{self})")
@@ -115,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the word of the target prompt that P2P-HRV restores, e.g. red (required for P2P-HRV)")
     g.add_argument("--output_path", default="./applications/image_editing_outputs", help="root of the outputs")
     add_model_flags(g)
+    add_mode_flags(g)
     add_added_flags(p.add_argument_group("added"))
     show_defaults(p)
     return p
@@ -280,7 +286,7 @@ def run(args) -> int:
     maybe_compile(args, pipe, settings, specs)
     exp = EditLayout(args.output_path, args.experiment_num, settings, overwrite=args.overwrite)
     pair = Pair(source, target, args.target_token, tuple(specs))
-    bar = tqdm(total=len(args.seeds) * len(specs), unit="edit", disable=args.quiet, desc="P2P edits")
+    bar = tqdm(unit="edit", disable=args.quiet, desc="P2P edits")
     report = run_edits(pipe, [pair], args.seeds, exp, hrv=hrv, batch_size=args.batch_size, masks=args.save_masks,
                        progress=bar)
     bar.close()
