@@ -97,7 +97,7 @@ def add_added_flags(g) -> None:
     g.add_argument("--batch_size", type=int, default=16,
                    help="at most this many images (rows) per pipeline call; a seed's source and edits stay together")
     g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="auto = float16 on CUDA, float32 on CPU; float32 with --batch_size 1 is the faithful mode")
+                   help="auto = float16 on CUDA, float32 on CPU; float32 is the faithful mode")
     g.add_argument("--device", default=None, help="torch device (default: cuda:GPU_NUM if available, else cpu)")
     g.add_argument("--compile", action="store_true",
                    help="compile the UNet regions that are not edited (faster for long GPU runs after 1-2 minutes "
