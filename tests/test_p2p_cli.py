@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAIR = "a blue car_to_a red car"
 README = ["--use_soft_vector", "--concepts", "Color", "--prompts", "a blue car", "a red car", "--target_token", "red",
           "--seeds", "20", "--experiment_num", "1", "--cross_replace_steps", "0.8", "--self_replace_steps", "0.9",
-          "--save_original_p2p", "--original_p2p_cross_replace_steps", "0.8", "--original_p2p_self_replace_steps", "0.4"]
+          "--save_original_p2p", "--original_p2p_cross_replace_steps", "0.8",
+          "--original_p2p_self_replace_steps", "0.4"]
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,10 @@ def test_changed_settings_stop_instead_of_mixing(tmp_path, hrv_file, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     (["--use_soft_vector", "--prompts", "a blue car", "a red car"], "--target_token is required"),
-    (["--use_soft_vector", "--prompts", "a blue car", "a red car", "--target_token", "green"], "not a word of the target"),
-    (["--use_soft_vector", "--prompts", "a blue car", "a big red car", "--target_token", "red"], "same number of words"),
+    (["--use_soft_vector", "--prompts", "a blue car", "a red car", "--target_token", "green"],
+     "not a word of the target"),
+    (["--use_soft_vector", "--prompts", "a blue car", "a big red car", "--target_token", "red"],
+     "same number of words"),
     (["--use_soft_vector", "--concepts", "Colour", "--prompts", "a blue car", "a red car", "--target_token", "red"],
      "unknown concept 'Colour'"),
     (["--prompts", "a blue car", "a red car", "--target_token", "red"], "--use_soft_vector"),
@@ -118,7 +121,8 @@ def test_extras_and_modes_name_their_folders(tmp_path, hrv_file):
 def test_script_front_end_help():
     out = subprocess.run([sys.executable, str(ROOT / "applications" / "p2p_hrv.py"), "--help"], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout
-    for flag in ("--prompts", "--target_token", "--concepts", "--seeds", "--cross_replace_steps", "--self_replace_steps",
+    for flag in ("--prompts", "--target_token", "--concepts", "--seeds", "--cross_replace_steps",
+                 "--self_replace_steps",
                  "--use_soft_vector", "--save_original_p2p", "--original_p2p_cross_replace_steps",
                  "--original_p2p_self_replace_steps", "--token_restoration_start_step", "--replace_all_heads",
                  "--experiment_num", "--output_path", "--hrv"):

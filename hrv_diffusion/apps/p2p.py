@@ -100,7 +100,7 @@ class EditSpec:
         for name in ("cross_replace_steps", "self_replace_steps"):
             value = getattr(self, name)
             values = (value,) if isinstance(value, (int, float)) else tuple(value)
-            if len(values) not in (1, 2) or not all(0.0 <= v <= 1.5 for v in values):
+            if len(values) not in (1, 2) or not all(0.0 <= v <= 1.0 for v in values):
                 raise UserError(f"--{name} must be a fraction of the denoising steps (0 to 1), got {value!r}")
         if self.token_restoration_start_step < 0:
             raise UserError(f"--token_restoration_start_step must be >= 0, got {self.token_restoration_start_step}")
@@ -412,8 +412,9 @@ class BlendMaps:
             spec = r.edit.spec
             if spec.local_blend is not None:
                 group = 1 + concepts.index(spec.concept) if spec.blend_with_hrv else 0
-                self.blend.append((r.row, r.source_row, group, _columns(tokenizer, r.source_prompt, spec.local_blend[0]),
-                                   _columns(tokenizer, r.edit.target_prompt, spec.local_blend[1]), spec.blend_threshold))
+                source_cols = _columns(tokenizer, r.source_prompt, spec.local_blend[0])
+                target_cols = _columns(tokenizer, r.edit.target_prompt, spec.local_blend[1])
+                self.blend.append((r.row, r.source_row, group, source_cols, target_cols, spec.blend_threshold))
 
     def summed(self, row: int, group: int, columns: torch.Tensor) -> torch.Tensor:
         """(R, R): the store's maps of ``row`` summed over the word ``columns``."""
@@ -449,7 +450,8 @@ class LocalBlend(StepHook):
         size = latents.shape[-2:]
         out = latents.clone()
         for row, source, group, source_cols, target_cols, threshold in self.maps.blend:
-            both = torch.stack([self.maps.summed(source, group, source_cols), self.maps.summed(row, group, target_cols)])
+            both = torch.stack([self.maps.summed(source, group, source_cols),
+                                self.maps.summed(row, group, target_cols)])  # (2, R, R)
             mask = word_mask(both, size, threshold).any(dim=0).to(latents.dtype)  # (1, h, w)
             out[row] = latents[source] + mask * (latents[row] - latents[source])
         return out

@@ -112,7 +112,8 @@ class EditLayout:
         return {"kind": "edit", "source_prompt": pair.source_prompt, "target_prompt": pair.target_prompt,
                 "target_token": pair.target_token, "method": spec.to_dict(), **dict(pair.info), **s.source_part(),
                 "self_max_queries": s.self_max_queries, "blend_resolution": s.blend_resolution,
-                "hrv": s.hrv if spec.uses_hrv else None, "hrv_fingerprint": s.hrv_fingerprint if spec.uses_hrv else None}
+                "hrv": s.hrv if spec.uses_hrv else None,
+                "hrv_fingerprint": s.hrv_fingerprint if spec.uses_hrv else None}
 
     def mask_manifest(self, pair: Pair) -> dict:
         from hrv_diffusion.apps.p2p import MASK_THRESHOLD
@@ -193,7 +194,7 @@ def plan_groups(pairs: list[Pair], seeds, layout: EditLayout, masks: bool = Fals
                      for pair in group_pairs for spec in pair.specs]
         for pair, spec, folder in edit_dirs:
             layout.claim(folder, layout.edit_manifest(pair, spec))
-        mask_dirs = {pair.target_prompt: layout.mask_dir(source, pair.target_prompt) for pair in group_pairs} if masks else {}
+        mask_dirs = {p.target_prompt: layout.mask_dir(source, p.target_prompt) for p in group_pairs} if masks else {}
         for pair in group_pairs if masks else ():
             layout.claim(mask_dirs[pair.target_prompt], layout.mask_manifest(pair))
         for seed in seeds:

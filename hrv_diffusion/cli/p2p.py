@@ -37,12 +37,14 @@ def add_model_flags(g, default_card: str = SD_CARD) -> None:
                    help="P2P-HRV cross-attention window: evaluations < int(f * (steps + 1))")
     g.add_argument("--self_replace_steps", type=float, default=0.9,
                    help="P2P-HRV self-attention window: evaluations < int(f * steps)")
-    g.add_argument("--original_p2p_cross_replace_steps", type=float, default=0.8, help="the P2P baseline's cross window")
+    g.add_argument("--original_p2p_cross_replace_steps", type=float, default=0.8,
+                   help="the P2P baseline's cross window")
     g.add_argument("--original_p2p_self_replace_steps", type=float, default=0.4, help="the P2P baseline's self window")
     g.add_argument("--experiment_num", default="1", help="outputs go to OUTPUT_PATH/exp_N")
     g.add_argument("--category_vectors_path", default=None,
                    help="HRV file (category_vectors_*.npy; its head_index_*.npy beside it); overrides --hrv")
-    g.add_argument("--head_index_path", default=None, help="head labels of --category_vectors_path (default: beside it)")
+    g.add_argument("--head_index_path", default=None,
+                   help="head labels of --category_vectors_path (default: beside it)")
 
 
 def add_mode_flags(g) -> None:

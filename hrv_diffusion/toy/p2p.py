@@ -81,7 +81,8 @@ def evaluate_color_edits(pipe, hrv, cases: list[dict], seed: int = 0, steps: int
             row[spec.name] = {"read": edited, "target_color": bool(edited and edited["color"] == case["target_color"]),
                               "color_changed": bool(source and edited and edited["color"] != source["color"]),
                               "kept": kept,
-                              "center_shift_px": (float(np.hypot(edited["cx"] - source["cx"], edited["cy"] - source["cy"]))
+                              "center_shift_px": (float(np.hypot(edited["cx"] - source["cx"],
+                                                                 edited["cy"] - source["cy"]))
                                                   if source and edited else None),
                               "side_change_px": float(abs(edited["d"] - source["d"])) if source and edited else None,
                               "success": bool(edited and edited["color"] == case["target_color"] and kept["shape"]
