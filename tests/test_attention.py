@@ -546,3 +546,50 @@ def test_self_attention_layers_are_hooked_only_when_asked(pipes):
     with AttentionHooks(unet, [Observer()]):
         kinds = {type(m.processor).__name__ for n, m in unet.named_modules() if n.endswith("attn1")}
     assert "HookedAttnProcessor" not in kinds
+# ---------------------------------------------------------------- editing some rows only, choosing layers
+
+
+class RowEditor(ProbEditor):
+    """Uniform probabilities on conditional row ``row`` of every layer, and it says that is the only row."""
+
+    def __init__(self, row, declare=True):
+        super().__init__(edit=lambda probs: probs.index_copy(0, torch.tensor([row]), uniform(probs[row : row + 1])))
+        self.row, self.declare = row, declare
+
+    def edited_rows(self, layer, call):
+        return torch.tensor([self.row]) if self.declare else None
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_edited_rows_keep_the_fused_output_elsewhere(pipes, name):
+    """With ``edited_rows`` the other rows (the unconditional ones and conditional rows 0 and 2) are bit for bit the
+    unhooked UNet's; the edited row equals the all-explicit path's."""
+    unet = pipes[name].unet
+    inputs = unet_inputs(unet, batch=6)  # [uncond x3, cond x3]
+    stock = run_unet(unet, inputs)
+    with AttentionHooks(unet, [RowEditor(1)]):
+        declared = run_unet(unet, inputs)
+    with AttentionHooks(unet, [RowEditor(1, declare=False)]):
+        explicit = run_unet(unet, inputs)
+    others = [0, 1, 2, 3, 5]
+    assert torch.equal(declared[others], stock[others])
+    torch.testing.assert_close(declared[4], explicit[4], atol=ATOL, rtol=RTOL)
+    assert not torch.allclose(declared[4], stock[4], atol=1e-4)
+
+
+def test_wants_layer_hooks_only_the_chosen_self_attention_layers(pipes):
+    unet = pipes["tiny-sd"].unet
+    chosen = "down_blocks.1.attentions.0.transformer_blocks.0.attn1"
+
+    class OneSelfLayer(Controller):
+        self_attention = True
+
+        def wants_layer(self, layer):
+            return layer.is_cross or layer.module_name == chosen
+
+    with AttentionHooks(unet, [OneSelfLayer(), Observer()]) as hooks:
+        names = {layer.module_name for layer in hooks.hooked_layers()}
+        processors = {n for n, p in unet.attn_processors.items() if type(p).__name__ == "HookedAttnProcessor"}
+    cross = {n for n in cross_attention_modules(unet)}
+    assert names == cross | {chosen}
+    assert processors == {f"{n}.processor" for n in names}

@@ -40,3 +40,12 @@ def test_compiled_regions_keep_the_weakened_generation():
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)  # channels-last convs round differently
     assert (compiled - generate(factor=1.0)).abs().max() > 1e-2  # the weakening still acts
     torch._dynamo.reset()
+
+
+def test_skipped_modules_are_not_compiled():
+    unet = load_pipeline("tiny-sd").unet
+    layout = head_layout(unet)
+    hooked = {layer.module_name for layer in layout.self_layers if layer.num_queries <= 64}
+    names = compile_regions(unet, skip=hooked)
+    assert hooked and not hooked & set(names)
+    assert set(compile_regions(unet)) - set(names) == hooked

@@ -22,7 +22,14 @@ assumes the batch ``[uncond, cond]`` (or all rows conditional with ``cfg=False``
    (head, token): ``Σ_t (p_t s_t) v_t = Σ_t p_t (s_t v_t)``. Readers alone never change the output: their
    probabilities are computed beside the SDPA call.
 
-The unconditional rows are never shown to controllers and never changed.
+   When every editor of the call names the conditional rows it edits (``edited_rows``), ``P`` is computed for
+   the conditional rows only, the whole batch keeps the fused kernel, and only the edited rows' outputs are
+   replaced by ``P @ V``: the other rows are bit for bit what they are without the editors (Prompt-to-Prompt's
+   source row, the unconditional rows).
+
+The unconditional rows are never shown to controllers and never changed. A controller chooses its layers with
+``wants_layer`` (default: every cross-attention layer, and every self-attention layer if ``self_attention``); a
+self-attention layer that no controller wants keeps its own processor (fused, or compiled by ``core/speed.py``).
 """
 from __future__ import annotations
 
@@ -52,6 +59,10 @@ class Controller:
 
     self_attention = False  # set True to be called on self-attention layers as well
 
+    def wants_layer(self, layer: AttnLayer) -> bool:
+        """Whether to be called on ``layer`` at all (decided once, when the hooks are installed)."""
+        return layer.is_cross or self.self_attention
+
     def observe(self, layer: AttnLayer, call: UNetCall, query: torch.Tensor, key: torch.Tensor) -> None:
         """Read queries and keys (HRV votes)."""
 
@@ -74,6 +85,11 @@ class Controller:
         """Return the probabilities to use instead (same shape)."""
         return probs
 
+    def edited_rows(self, layer: AttnLayer, call: UNetCall) -> torch.Tensor | None:
+        """Indices (into the conditional rows) of the only rows ``edit_probs`` changes in this call, or None (any
+        row). With indices from every editor, the other rows keep the fused kernel's output exactly."""
+        return None
+
 
 class HookedAttnProcessor:
     """Attention with observation, token scaling, reading and editing by controllers. One per hooked layer."""
@@ -81,7 +97,7 @@ class HookedAttnProcessor:
     def __init__(self, layer: AttnLayer, hooks: "AttentionHooks"):
         self.layer = layer
         self.hooks = hooks
-        self.controllers = [c for c in hooks.controllers if layer.is_cross or c.self_attention]
+        self.controllers = [c for c in hooks.controllers if c.wants_layer(layer)]
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         layer, call = self.layer, self.hooks.call
@@ -133,7 +149,12 @@ class HookedAttnProcessor:
 
         readers = [c.reads_probs(layer, call) for c in self.controllers]
         editors = [c.edits_probs(layer, call) for c in self.controllers]
-        if any(editors):
+        edited = [c.edited_rows(layer, call) for c, edits in zip(self.controllers, editors) if edits]
+        if edited and all(r is not None for r in edited):
+            only = edited[0] if len(edited) == 1 else torch.cat(edited).unique()
+            hidden_states = self._edit_rows(attn, layer, call, query, key, value, attention_mask, scale, rows,
+                                            readers, editors, only)
+        elif any(editors):
             probs = self._probs(attn, query, key, attention_mask, scale)  # (B, h, N, T) float32
             part = original = probs[rows]
             for c, reads, edits in zip(self.controllers, readers, editors):
@@ -164,6 +185,25 @@ class HookedAttnProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+    def _edit_rows(self, attn, layer, call, query, key, value, attention_mask, scale, rows, readers, editors,
+                   edited: torch.Tensor) -> torch.Tensor:
+        """Fused attention for the whole batch; explicit ``P @ V`` for the conditional rows ``edited`` only."""
+        mask = attention_mask[rows] if attention_mask is not None else None
+        part = self._probs(attn, query[rows], key[rows], mask, scale[rows] if scale is not None else None)
+        for c, reads, edits in zip(self.controllers, readers, editors):
+            if reads:
+                c.read_probs(layer, call, part)
+            if edits:
+                part = c.edit_probs(layer, call, part)  # (Bc, h, N, T)
+        fused_value = value * scale[..., None].to(value.dtype) if scale is not None else value
+        hidden_states = F.scaled_dot_product_attention(
+            query, key, fused_value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False, scale=attn.scale
+        )  # (B, h, N, d)
+        edited = edited.to(value.device)
+        batch_rows = edited + rows.start
+        explicit = torch.matmul(part[edited].to(value.dtype), value[batch_rows])  # (E, h, N, d)
+        return hidden_states.index_copy(0, batch_rows, explicit.to(hidden_states.dtype))
 
     @staticmethod
     def _probs(attn, query, key, attention_mask, scale) -> torch.Tensor:
@@ -217,8 +257,9 @@ class AttentionHooks:
         self.call = UNetCall(self.call.step + 1)
 
     def hooked_layers(self) -> list[AttnLayer]:
-        wants_self = any(c.self_attention for c in self.controllers)
-        return list(self.layout.layers) + (list(self.layout.self_layers) if wants_self else [])
+        """Every cross-attention layer, and the self-attention layers some controller wants."""
+        wanted = [layer for layer in self.layout.self_layers if any(c.wants_layer(layer) for c in self.controllers)]
+        return list(self.layout.layers) + wanted
 
     def __enter__(self) -> "AttentionHooks":
         modules = dict(self.unet.named_modules())

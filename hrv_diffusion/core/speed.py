@@ -12,15 +12,16 @@ from __future__ import annotations
 import torch
 
 
-def compile_regions(unet) -> list[str]:
-    """Names of the submodules ``compile_unet_regions`` compiles: outermost regions only, never cross-attention."""
+def compile_regions(unet, skip=()) -> list[str]:
+    """Names of the submodules ``compile_unet_regions`` compiles: outermost regions only, never cross-attention,
+    never a module named in ``skip`` (self-attention layers that controllers hook, e.g. Prompt-to-Prompt's)."""
     from diffusers.models.attention import FeedForward
     from diffusers.models.attention_processor import Attention
     from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 
     names = []
     for name, module in unet.named_modules():  # pre-order: a region comes before its children
-        if any(name.startswith(region + ".") for region in names):
+        if any(name.startswith(region + ".") for region in names) or name in skip:
             continue
         if (isinstance(module, (ResnetBlock2D, FeedForward, Downsample2D, Upsample2D, torch.nn.GroupNorm))
                 or (isinstance(module, Attention) and not module.is_cross_attention)):
@@ -28,13 +29,14 @@ def compile_regions(unet) -> list[str]:
     return names
 
 
-def compile_unet_regions(unet, channels_last: bool = True, mode: str | None = None, backend: str = "inductor"):
-    """Compile the non-cross-attention regions of ``unet`` in place; return it."""
+def compile_unet_regions(unet, channels_last: bool = True, mode: str | None = None, backend: str = "inductor",
+                         skip=()):
+    """Compile the non-cross-attention regions of ``unet`` in place, but the modules named in ``skip``; return it."""
     if channels_last:
         unet.to(memory_format=torch.channels_last)
     # Blocks of the same code at different widths each compile once; allow enough versions.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     modules = dict(unet.named_modules())
-    for name in compile_regions(unet):
+    for name in compile_regions(unet, set(skip)):
         modules[name].compile(mode=mode, backend=backend)
     return unet

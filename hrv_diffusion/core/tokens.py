@@ -48,9 +48,18 @@ def word_token_positions(tokenizer, text: str, word: str | int) -> list[int]:
     return out
 
 
-def word_swap_mapper(tokenizer, source: str, target: str, max_len: int = MAX_TOKENS) -> torch.Tensor:
+MAPPER_TAILS = ("reference", "aligned")
+
+
+def word_swap_mapper(tokenizer, source: str, target: str, max_len: int = MAX_TOKENS,
+                     tail: str = "reference") -> torch.Tensor:
     """(max_len, max_len) float32 M, rows = source positions, columns = target positions: mapped target
-    attention = source attention @ M."""
+    attention = source attention @ M.
+
+    ``tail``: after the last swapped word, "reference" sets ``M[j, j]`` (the reference; misaligned when the last
+    swap changed the token count), "aligned" sets ``M[i, j]`` (source token i to its own target position j)."""
+    if tail not in MAPPER_TAILS:
+        raise ValueError(f"tail must be one of {MAPPER_TAILS}, not {tail!r}")
     source_words, target_words = source.split(" "), target.split(" ")
     if len(source_words) != len(target_words):
         raise ValueError(f"a word swap needs prompts of the same number of words: {source!r} has "
@@ -75,7 +84,7 @@ def word_swap_mapper(tokenizer, source: str, target: str, max_len: int = MAX_TOK
             mapper[i, j] = 1
             i, j = i + 1, j + 1
         else:
-            mapper[j, j] = 1  # the reference's tail rule
+            mapper[j if tail == "reference" else i, j] = 1  # the reference's tail rule is M[j, j]
             i, j = i + 1, j + 1
     return torch.from_numpy(mapper).float()
 
