@@ -182,8 +182,7 @@ def draw_concept_heatmap(ax, values, labels, title: str, vmax=None, fontsize: fl
 
     rows = layer_rows(labels)
     grid = np.ma.masked_invalid(layer_grid(values, labels))  # (layers, max heads)
-    colors = matplotlib.colormaps[cmap].copy()
-    colors.set_bad("white")
+    colors = matplotlib.colormaps[cmap].with_extremes(bad="white")
     image = ax.imshow(grid, cmap=colors, vmin=0, vmax=vmax, interpolation="nearest", aspect="auto")
     width = grid.shape[1]
     if len({len(r.columns) for r in rows}) > 1:  # outline each layer's real extent
