@@ -149,3 +149,19 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     np.save(tmp_path / "final_result" / "wrong.npy", hrv[:, :5])
     assert main(bad) == 2
     assert "shape" in capsys.readouterr().err
+
+
+def test_cli_hrv_paper_goes_through_load_hrv(tmp_path, monkeypatch, capsys):
+    from hrv_diffusion.cli.weakening import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HRV_DIFFUSION_CACHE", str(tmp_path / "cache"))
+    toy = ["--model_card", "toy", "--description", "toy_concepts", "--prompt", "a red circle", "--concept", "Color",
+           "--seeds", "1", "--heads_to_be_perturbed", "0", "5", "--n_inference_steps", "2", "--hrv", "paper", "--quiet"]
+    assert main(toy) == 0  # the toy's HRVs ship with the package
+    assert len(list((tmp_path / "ordered_weakening_analysis").rglob("*.png"))) == 4  # top/bottom x k = 0, 5
+    sd = ["--model_card", "CompVis/stable-diffusion-v1-4", "--prompt", "a red car", "--hrv", "paper", "--quiet"]
+    monkeypatch.setattr("hrv_diffusion.core.models.load_pipeline", lambda *a, **k: load_pipeline("tiny-sd"))
+    assert main(sd) == 2
+    err = capsys.readouterr().err
+    assert "run `hrv-published`" in err and str(tmp_path / "cache") in err

@@ -39,7 +39,10 @@ def build_parser(default_card: str = SD_CARD) -> argparse.ArgumentParser:
     g = p.add_argument_group("added")
     g.add_argument("--prompt_file", default=None, help="prompts, one per line (instead of the experiment's)")
     g.add_argument("--final_result", default="final_result", help="folder of the HRV files")
-    g.add_argument("--hrv", default=None, help="category_vectors .npy (default: the published name in --final_result)")
+    g.add_argument("--hrv", default=None,
+                   help="'paper' (the paper's HRVs, from the cache hrv-published fills; the toy's ship with the "
+                        "package; with --head_roles, the paper's head_roles CSVs) or a category_vectors .npy built "
+                        "here (default: the published name in --final_result)")
     g.add_argument("--head_roles", action="store_true",
                    help="take head order from the head_roles CSVs in --final_result (the paper's exact tie order)")
     g.add_argument("--weaken", choices=["prompt_tokens", "concept_word"], default="prompt_tokens",
@@ -106,8 +109,16 @@ def run(args) -> int:
 
         compile_unet_regions(pipe.unet)
     layout = head_layout(pipe.unet)
+    if args.hrv == "paper" and args.head_roles:
+        from hrv_diffusion.hrv.vectors import paper_files
+
+        final = paper_files(mv)[0].parent
     if args.head_roles:
         ranked = HeadRolesHeads(lambda order, k: final / names.head_roles(order, k), concept, layout)
+    elif args.hrv == "paper":
+        from hrv_diffusion.hrv.vectors import load_hrv
+
+        ranked = HrvHeads(load_hrv("paper", mv, concepts.names, layout).row(concept))
     else:
         hrv_path = Path(args.hrv) if args.hrv else final / names.category_vectors()
         if not hrv_path.exists():

@@ -114,9 +114,14 @@ def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layou
     if str(source) == "paper":
         vectors_path, index_path = paper_files(model_version)
         if not vectors_path.is_file() or not index_path.is_file():
-            raise UserError(f"the paper's HRVs for {model_version} are not downloaded: run `hrv-published` (needs "
-                            f"network once), or copy category_vectors_*.npy and head_index_*.npy of the reference's "
-                            f"final_result/ into {vectors_path.parent}")
+            from hrv_diffusion.hrv.published import missing_message
+
+            raise UserError(missing_message(model_version, vectors_path.parent))
+        if model_version != "toy":
+            from hrv_diffusion.hrv.published import check_paper_file
+
+            check_paper_file(vectors_path)
+            check_paper_file(index_path)
     else:
         vectors_path = Path(source)
         if vectors_path.is_dir():

@@ -1,0 +1,68 @@
+"""``hrv-published``: download the paper's HRVs (SD v1.4 and SDXL) and check every file against the manifest.
+
+The files of SNU-DRL/HRV's ``final_result/`` at the pinned commit go into the cache that ``--hrv paper`` reads
+(``$HRV_DIFFUSION_CACHE``, else ``$XDG_CACHE_HOME/hrv-diffusion``, else ``~/.cache/hrv-diffusion``). Each file's
+size and git blob id must match the manifest shipped in the package; a file that does not is deleted. Files
+already there and matching are not downloaded again. Then the tidy CSV (one row per concept and head) is written.
+
+examples:
+  hrv-published                                   # everything but output_ba, both models
+  hrv-published --models sd_v1_4 --kinds hrv      # only SD v1.4's category_vectors and head_index
+  hrv-published --verify_only                     # no network: check files put into the folder by hand
+  hrv-published --print_dir                       # where the files go
+"""
+from __future__ import annotations
+
+import argparse
+
+from hrv_diffusion.hrv.published import BASE_URL, BASE_URL_ENV, DEFAULT_KINDS, KINDS
+from hrv_diffusion.hrv.vectors import PAPER_MODELS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hrv-published", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", choices=PAPER_MODELS, default=list(PAPER_MODELS),
+                   help="which model's files (default: both)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS + ("all",), default=list(DEFAULT_KINDS),
+                   help="hrv = category_vectors + head_index; per_timesteps; ranking_list; head_roles (the "
+                        "MoRHF/LeRHF CSVs); output_ba (per-head vote CSVs, large); all (default: all but output_ba)")
+    p.add_argument("--cache_dir", default=None,
+                   help="the folder to fill (default: the one --hrv paper reads; see --print_dir)")
+    p.add_argument("--base_url", default=None,
+                   help=f"where the repository's files are served (default: ${BASE_URL_ENV}, else {BASE_URL})")
+    p.add_argument("--verify_only", action="store_true",
+                   help="do not download: check the files already in the folder (deleting any that do not match)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default: 60)")
+    p.add_argument("--print_dir", action="store_true", help="print the folder and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from hrv_diffusion.hrv.published import fetch_published
+    from hrv_diffusion.hrv.vectors import paper_dir
+
+    folder = Path(args.cache_dir) if args.cache_dir else paper_dir()
+    if args.print_dir:
+        print(folder)
+        return 0
+    kinds = KINDS if "all" in args.kinds else tuple(args.kinds)
+    report = fetch_published(folder, models=tuple(args.models), kinds=kinds, base_url=args.base_url,
+                             verify_only=args.verify_only, timeout=args.timeout, progress=not args.quiet)
+    print(f"{len(report.downloaded)} downloaded, {len(report.verified)} already there and verified, in {folder}")
+    for path in report.tidy:
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from hrv_diffusion.cli.common import run_cli
+
+    return run_cli(run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""The paper's HRVs, one command away: fetch the published result files and check them byte for byte.
+
+``fetch_published()`` (console script ``hrv-published``) downloads the ``final_result/`` files of the reference
+repository (SNU-DRL/HRV) at the pinned commit into ``vectors.paper_dir()``, the folder ``load_hrv("paper", ...)``
+reads. Every file is checked against the manifest shipped in the package (``data/published_manifest.tsv``): its
+size and its git blob id, the sha1 of ``b"blob <size>\\0" + content`` that ``git hash-object`` prints. A file that
+does not match is deleted and reported; a download goes to a temporary file that replaces the target only once it
+matched, so the folder never holds a half-written or unchecked file. Files already there and matching are kept
+(a second run downloads nothing). Then the project's tidy CSV (one row per concept and head) is written beside the
+HRVs of each model.
+
+Offline, the files can be put into the folder by hand (``manual_instructions``); ``hrv-published --verify_only``
+then checks them without the network.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hrv_diffusion.errors import UserError
+from hrv_diffusion.hrv.shards import atomic_output
+from hrv_diffusion.hrv.vectors import PAPER_COMMIT, PAPER_MODELS, PAPER_REPOSITORY, paper_dir
+
+MANIFEST = Path(__file__).resolve().parents[1] / "data" / "published_manifest.tsv"
+BASE_URL = f"https://raw.githubusercontent.com/{PAPER_REPOSITORY}/{PAPER_COMMIT}"
+BASE_URL_ENV = "HRV_DIFFUSION_PUBLISHED_URL"  # e.g. a mirror, or a local server in tests
+BROWSE_URL = f"https://github.com/{PAPER_REPOSITORY}/tree/{PAPER_COMMIT}/final_result"
+KINDS = ("hrv", "per_timesteps", "ranking_list", "head_roles", "output_ba")
+DEFAULT_KINDS = ("hrv", "per_timesteps", "ranking_list", "head_roles")  # output_ba: large, used by nothing here
+PAPER_DESCRIPTION = "340_final_text_descriptions"
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """One row of the manifest."""
+
+    model: str  # sd_v1_4 | sd_xl_base_1_0
+    kind: str  # one of KINDS
+    size: int | None  # bytes; None = not recorded (checked by the blob id alone)
+    blob: str  # git blob id, 40 hex digits
+    path: str  # path in the reference repository, e.g. final_result/category_vectors_....npy
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def read_manifest(path: str | os.PathLike = MANIFEST) -> list[PublishedFile]:
+    """The manifest's rows (tab-separated: model, kind, size, git_blob, path; ``#`` lines are comments)."""
+    path = Path(path)
+    rows = [line.rstrip("\n").split("\t") for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and not line.startswith("#")]
+    if not rows or rows[0] != ["model", "kind", "size", "git_blob", "path"]:
+        raise ValueError(f"{path}: expected the header 'model, kind, size, git_blob, path' (tab-separated)")
+    entries = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != 5 or row[1] not in KINDS or len(row[3]) != 40 or not (row[2].isdigit() or row[2] == "-"):
+            raise ValueError(f"{path}, data row {number - 1}: not 'model, kind, size|-, 40-hex blob id, path': {row}")
+        entries.append(PublishedFile(row[0], row[1], int(row[2]) if row[2] != "-" else None, row[3].lower(), row[4]))
+    return entries
+
+
+def select(entries, models=PAPER_MODELS, kinds=DEFAULT_KINDS) -> list[PublishedFile]:
+    """The entries of the given models and kinds, in manifest order."""
+    for kind in kinds:
+        if kind not in KINDS:
+            raise UserError(f"unknown kind {kind!r}; the kinds are: {', '.join(KINDS)}")
+    for model in models:
+        if model not in PAPER_MODELS:
+            raise UserError(f"the paper published files for {', '.join(PAPER_MODELS)} only, not {model!r}")
+    return [e for e in entries if e.model in models and e.kind in kinds]
+
+
+class _BlobHasher:
+    """The git blob id of a stream of known total size, fed in chunks."""
+
+    def __init__(self, size: int):
+        self.sha1 = hashlib.sha1(b"blob %d\0" % size)
+        self.size = 0
+
+    def update(self, chunk: bytes):
+        self.sha1.update(chunk)
+        self.size += len(chunk)
+
+
+def git_blob_id(data: bytes) -> str:
+    """sha1 of ``b"blob <len>\\0" + data``: what ``git hash-object`` prints for a file with these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def file_blob_id(path: str | os.PathLike) -> str:
+    path = Path(path)
+    hasher = _BlobHasher(path.stat().st_size)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.sha1.hexdigest()
+
+
+def mismatch(path: str | os.PathLike, entry: PublishedFile) -> str | None:
+    """Why the file at ``path`` is not ``entry``'s published file (size or blob id), or None when it is."""
+    size = Path(path).stat().st_size
+    if entry.size is not None and size != entry.size:
+        return f"{size} bytes, the published file has {entry.size}"
+    blob = file_blob_id(path)
+    if blob != entry.blob:
+        return f"git blob id {blob}, the published file has {entry.blob}"
+    return None
+
+
+def manual_instructions(folder: Path) -> str:
+    """What to do without the network, in one sentence."""
+    return (f"download the files of {BROWSE_URL} (at least category_vectors_* and head_index_* of your model) on a "
+            f"machine with network, put them into {folder}, then run `hrv-published --verify_only` to check them")
+
+
+def missing_message(model_version: str, folder: Path) -> str:
+    """The error for ``--hrv paper`` when the paper's files are not in the cache."""
+    return (f"the paper's HRVs for {model_version} are not downloaded: run `hrv-published` (needs network once), "
+            f"or {manual_instructions(folder)}")
+
+
+@dataclass
+class FetchReport:
+    folder: Path
+    downloaded: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)  # already present and matching
+    tidy: list[Path] = field(default_factory=list)
+
+
+def _url(base_url: str, entry: PublishedFile) -> str:
+    return f"{base_url.rstrip('/')}/{urllib.parse.quote(entry.path)}"
+
+
+def _download(url: str, target: Path, entry: PublishedFile, timeout: float) -> None:
+    """Download ``url`` into ``target`` atomically; raise UserError (after deleting it) if it is not ``entry``."""
+    with atomic_output(target) as temp:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(temp, "wb") as f:
+            while chunk := response.read(CHUNK):
+                f.write(chunk)
+        problem = mismatch(temp, entry)
+        if problem:  # the temporary file is removed by atomic_output; nothing replaces the target
+            raise UserError(f"{entry.name} from {url} does not match the manifest ({problem}): deleted it; "
+                            "the server may be serving other content, try again or check --base_url")
+
+
+def fetch_published(folder: str | os.PathLike | None = None, *, models=PAPER_MODELS, kinds=DEFAULT_KINDS,
+                    base_url: str | None = None, manifest: str | os.PathLike = MANIFEST, verify_only: bool = False,
+                    timeout: float = 60.0, progress: bool = True) -> FetchReport:
+    """Fetch (or with ``verify_only`` only check) the published files into ``folder`` (default ``paper_dir()``).
+
+    Raises one UserError naming every file that is missing or does not match; files that did match stay.
+    """
+    from tqdm.auto import tqdm
+
+    folder = Path(folder) if folder is not None else paper_dir()
+    base_url = base_url or os.environ.get(BASE_URL_ENV) or BASE_URL
+    entries = select(read_manifest(manifest), models, kinds)
+    report = FetchReport(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    bad, unreachable = [], []
+    for entry in tqdm(entries, desc="published files", unit="file", disable=not progress):
+        target = folder / entry.name
+        if target.is_file():
+            problem = mismatch(target, entry)
+            if problem is None:
+                report.verified.append(entry.name)
+                continue
+            target.unlink()
+            if verify_only:
+                bad.append(f"{entry.name} ({problem}; deleted)")
+                continue
+        elif verify_only:
+            unreachable.append(entry.name)
+            continue
+        url = _url(base_url, entry)
+        try:
+            _download(url, target, entry, timeout)
+        except UserError as error:
+            bad.append(str(error))
+        except urllib.error.HTTPError as error:  # the server answered, without this file
+            unreachable.append(f"{entry.name} (HTTP {error.code})")
+        except (urllib.error.URLError, OSError) as error:  # no network, or the server is not there: stop
+            reason = getattr(error, "reason", error)
+            have = "" if report.verified or report.downloaded else "nothing is cached; "
+            raise UserError(f"cannot reach {base_url} ({reason}); {have}to work offline, "
+                            f"{manual_instructions(folder)}") from None
+        else:
+            report.downloaded.append(entry.name)
+    report.tidy = write_tidy_files(folder, models)
+    if unreachable or bad:
+        head = f"{len(unreachable)} of {len(entries)} published files missing" if unreachable else ""
+        parts = [head] if head else []
+        if unreachable:
+            where = "not in the folder" if verify_only else f"could not be fetched from {base_url}"
+            parts.append(f"{where}: {', '.join(unreachable[:3])}{' ...' if len(unreachable) > 3 else ''}")
+        if bad:
+            parts.append(f"not matching the manifest: {'; '.join(bad)}")
+        parts.append(f"to work offline, {manual_instructions(folder)}")
+        raise UserError("; ".join(parts))
+    return report
+
+
+def write_tidy_files(folder: Path, models=PAPER_MODELS) -> list[Path]:
+    """The tidy CSV (``files.write_tidy_csv``) of each model whose HRV and head index are in ``folder``."""
+    from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
+    from hrv_diffusion.hrv.files import OutputNames, read_hrv, write_tidy_csv
+
+    written = []
+    names = read_concept_set(resolve_description(PAPER_DESCRIPTION)).names
+    for model in models:
+        out = OutputNames(1, False, "merged", PAPER_DESCRIPTION, model)
+        vectors, index = folder / out.category_vectors(), folder / out.head_index()
+        if not (vectors.is_file() and index.is_file()):
+            continue
+        values, labels = read_hrv(vectors, index)
+        if values.shape[0] != len(names):
+            raise UserError(f"{vectors} has {values.shape[0]} concepts, the paper's concept set {len(names)}")
+        written.append(write_tidy_csv(folder / out.tidy(), values, labels, names))
+    return written
+
+
+def check_paper_file(path: Path, manifest: str | os.PathLike = MANIFEST) -> None:
+    """Refuse a cached paper file that is not the published one (``load_hrv("paper")`` calls this)."""
+    entry = next((e for e in read_manifest(manifest) if e.name == path.name), None)
+    if entry is None:
+        return
+    problem = mismatch(path, entry)
+    if problem:
+        raise UserError(f"{path} is not the published file ({problem}): delete it and run `hrv-published`")
