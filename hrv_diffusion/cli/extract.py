@@ -1,8 +1,11 @@
 """Merge HRV shards and write the published outputs (replaces the reference's extraction notebook).
 
     python extract_head_relevance_vectors.py                      # results/ -> final_result/
-    python extract_head_relevance_vectors.py --results_dir runs/a --output_dir runs/a/final_result
+    python extract_head_relevance_vectors.py --output_dir runs/a  # runs/a/results/ -> runs/a/final_result/
     python extract_head_relevance_vectors.py --shards results/x_rank_0.npz results/x_rank_1.npz
+
+``--output_dir`` means what it means in head_relevance_calculation.py and descriptions_to_text_embeddings.py: the
+project folder that holds results/ (the shards) and receives final_result/ (the HRVs).
 
 Shards in ``--results_dir`` (or the ``--shards`` given) are used when their metadata matches ``--prompt``,
 ``--description``, the model version of ``--model_card`` and ``--negative_prompt``; others are skipped with a note.
@@ -35,9 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="extract_head_relevance_vectors.py",
         description="Merge HRV vote-count shards and write category_vectors, head_index, head_roles, ... files.",
     )
-    parser.add_argument("--results_dir", default="results", help="folder with the shards (*.npz); default ./results")
+    parser.add_argument("--results_dir", default=None,
+                        help="folder with the shards (*.npz); default OUTPUT_DIR/results")
     parser.add_argument("--shards", nargs="+", type=Path, help="explicit shard files (instead of --results_dir)")
-    parser.add_argument("--output_dir", default="final_result", help="where to write; default ./final_result")
+    parser.add_argument("--output_dir", default=".",
+                        help="project folder, as in head_relevance_calculation.py: shards are read from "
+                             "OUTPUT_DIR/results, HRVs written to OUTPUT_DIR/final_result; default .")
+    parser.add_argument("--final_result", default=None,
+                        help="where the HRV files go (the weakening scripts' --final_result); default "
+                             "OUTPUT_DIR/final_result")
+    parser.add_argument("--model_version", default=None,
+                        help="the model's name in shard and HRV file names; default: recognized from --model_card")
     parser.add_argument("--prompt", default="imagenet", help="prompt list name (or file) the shards were made with")
     parser.add_argument("--description", default="340_final_text_descriptions", help="concept word set name")
     parser.add_argument("--model_card", default="CompVis/stable-diffusion-v1-4",
@@ -103,7 +114,7 @@ def _shard_paths(args) -> tuple[list[Path], str]:
         if missing:
             raise ExtractError(f"shard file(s) not found: {', '.join(missing)}")
         return list(args.shards), "the --shards given"
-    folder = Path(args.results_dir)
+    folder = Path(args.results_dir) if args.results_dir else Path(args.output_dir) / "results"
     how = f"make shards with {SHARD_MAKER} (or pass --results_dir / --shards)"
     if not folder.is_dir():
         raise ExtractError(f"results folder {folder.resolve()} does not exist; {how}")
@@ -153,12 +164,32 @@ def coverage_summary(cov: dict) -> list[str]:
     return lines
 
 
+def final_result_dir(args) -> Path:
+    """--final_result, else OUTPUT_DIR/final_result."""
+    return Path(args.final_result) if args.final_result else Path(args.output_dir) / "final_result"
+
+
+def _check_folders(args) -> None:
+    """Before reading any shard: the old meaning of --output_dir (the HRV folder itself) is refused with the fix,
+    and no output folder may be a file."""
+    from hrv_diffusion.cli.common import check_output_dir
+
+    out = Path(args.output_dir)
+    if not args.final_result and (out.name == "final_result" or any(out.glob("category_vectors_*.npy"))):
+        raise ExtractError(f"--output_dir {out} looks like an HRV folder, but --output_dir is the project folder "
+                           f"(HRVs go to OUTPUT_DIR/final_result, as in {SHARD_MAKER}): pass --output_dir "
+                           f"{out.parent} or --final_result {out}")
+    check_output_dir(out, "--output_dir")
+    check_output_dir(final_result_dir(args), "--final_result" if args.final_result else "--output_dir")
+
+
 def run(args) -> list[Path]:
     from hrv_diffusion.hrv.concepts import description_name
     from hrv_diffusion.hrv.prompts import prompt_name
 
+    _check_folders(args)
     args.prompt, args.description = prompt_name(args.prompt), description_name(args.description)
-    model_version = _model_version(args.model_card)
+    model_version = args.model_version or _model_version(args.model_card)
     paths, where = _shard_paths(args)
     shards, notes = select_shards(paths, prompt=args.prompt, description=args.description,
                                   model_version=model_version, negative_prompt=args.negative_prompt,
@@ -196,7 +227,7 @@ def run(args) -> list[Path]:
         if not meta.get(key):
             raise ExtractError(f"the shards' metadata has no {key}; re-make them with {SHARD_MAKER}")
     return write_published(
-        args.output_dir, merged.counts, merged.num_prompts, meta["head_labels"], meta["concept_names"],
+        final_result_dir(args), merged.counts, merged.num_prompts, meta["head_labels"], meta["concept_names"],
         epochs=epochs, negative_prompt=args.negative_prompt, prompt=args.prompt, description=args.description,
         model_version=model_version, coverage=None if cov["complete"] else cov,
     )
@@ -208,7 +239,7 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     written = run(args)
-    print(f"wrote {len(written)} files to {Path(args.output_dir).resolve()}:")
+    print(f"wrote {len(written)} files to {final_result_dir(args).resolve()}:")
     for path in written:
         print(f"  {path}")
     partial = [p for p in written if p.name.startswith("coverage_")]
