@@ -88,3 +88,34 @@ def test_interrupt_before_any_prompt_saves_nothing(project, monkeypatch, capsys)
     err = capsys.readouterr().err
     assert err.startswith("interrupted: no prompt had finished, nothing saved; continue with: ")
     assert not (project / "results").exists() or not list((project / "results").iterdir())
+
+
+@pytest.mark.parametrize("how", [ctrl_c, sigterm], ids=["ctrl-c", "sigterm"])
+def test_weakening_interrupt_keeps_finished_images(tmp_path, monkeypatch, capsys, how):
+    import hrv_diffusion.apps.weakening as weakening
+    from hrv_diffusion.cli.weakening import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "final_result").mkdir()
+    np.save(tmp_path / "final_result" / "a.npy", np.random.default_rng(1).random((34, 22)).astype(np.float32))
+    args = ["--model_card", "tiny-sd", "--prompt", "a red car", "--concept", "Color", "--seeds", "10",
+            "--heads_to_be_perturbed", "0", "3", "--n_inference_steps", "2", "--hrv", "final_result/a.npy",
+            "--batch_size", "1", "--quiet"]
+    original, calls = weakening.generate, []
+
+    def generate(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            how()
+        return original(*a, **k)
+
+    monkeypatch.setattr(weakening, "generate", generate)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("interrupted: the finished images are saved under ")
+    assert err.rstrip().endswith("--batch_size 1 --quiet") and "head_perturbation_analysis.py --model_card" in err
+    assert len(list(tmp_path.rglob("*.png"))) == 2  # the k = 0 image, under top_0 and bottom_0
+    monkeypatch.setattr(weakening, "generate", original)
+    assert main(args) == 0
+    assert "2 images generated (2 files written), 2 already present" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

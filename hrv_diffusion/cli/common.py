@@ -72,4 +72,12 @@ def rerun_command(program: str, argv, add: tuple[str, ...] = ()) -> str:
 
     args = list(sys.argv[1:] if argv is None else argv)
     args += [a for a in add if a not in args]
-    return " ".join(shlex.quote(a) for a in [program, *args])
+    return " ".join([program, *(shlex.quote(a) for a in args)])
+
+
+def program_name(argv, default: str) -> str:
+    """How the running command was started, for messages that print a command to run next: ``python X.py`` for a
+    script, the console script's name otherwise; ``default`` when ``argv`` was passed in (a call from Python)."""
+    if argv is not None or not sys.argv or not sys.argv[0]:
+        return default
+    return f"python {sys.argv[0]}" if sys.argv[0].endswith(".py") else os.path.basename(sys.argv[0])

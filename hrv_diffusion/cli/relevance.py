@@ -149,11 +149,11 @@ def run(args) -> int:
 
 def main(argv=None, default_card: str = SD_CARD, default_batch: int = 16,
          program: str = "head_relevance_calculation.py") -> int:
-    from hrv_diffusion.cli.common import run_cli
+    from hrv_diffusion.cli.common import program_name, run_cli
 
     args = build_parser(default_card, default_batch).parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)  # to print the --resume command after Ctrl-C
-    args._program = os.path.basename(sys.argv[0]) if argv is None and sys.argv[0] else program
+    args._program = program_name(argv, program)
     return run_cli(run, args)
 
 

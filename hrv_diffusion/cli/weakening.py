@@ -128,7 +128,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from hrv_diffusion import __version__
-    from hrv_diffusion.cli.common import check_output_dir, sigterm_as_interrupt
+    from hrv_diffusion.cli.common import check_output_dir, rerun_command, sigterm_as_interrupt
     from hrv_diffusion.errors import UserError
     from hrv_diffusion.hrv.concepts import description_name, read_concept_set, resolve_description
     from hrv_diffusion.hrv.construction import rank_indices, subset_indices
@@ -243,8 +243,9 @@ def run(args) -> int:
                 bar.update(len(jobs) - made)  # jobs whose images already existed
     except KeyboardInterrupt:
         bar.close()
-        print(f"interrupted: the images finished so far are saved under {root}; run the same command again to "
-              "continue (finished images are kept)", file=sys.stderr)
+        again = rerun_command(getattr(args, "_program", "head_perturbation_analysis.py"), getattr(args, "_argv", None))
+        print(f"interrupted: the finished images are saved under {root}; continue with the same command (it skips "
+              f"them): {again}", file=sys.stderr)
         return 130
     bar.close()
     print(f"{stats['images']} images generated ({stats['files']} files written), {stats['present']} already "
@@ -252,11 +253,14 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None, default_card: str = SD_CARD) -> int:
-    from hrv_diffusion.cli.common import run_cli
+def main(argv=None, default_card: str = SD_CARD, program: str = "head_perturbation_analysis.py") -> int:
+    from hrv_diffusion.cli.common import program_name, run_cli
 
-    return run_cli(run, build_parser(default_card).parse_args(argv))
+    args = build_parser(default_card).parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that continues after Ctrl-C
+    args._program = program_name(argv, program)
+    return run_cli(run, args)
 
 
 def main_sdxl(argv=None) -> int:
-    return main(argv, default_card=SDXL_CARD)
+    return main(argv, default_card=SDXL_CARD, program="head_perturbation_analysis_sdxl.py")
