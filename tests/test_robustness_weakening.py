@@ -100,3 +100,9 @@ def test_output_path_that_is_a_file_fails_before_loading(folder, capsys, monkeyp
     assert capsys.readouterr().err == "error: --output_path out is a file: pass a folder\n"
     assert main(args("--output_path", "out/sub")) == 2
     assert "is inside out, which is a file" in capsys.readouterr().err
+
+
+def test_own_prompt_without_concept_says_which_concept(folder, capsys):
+    assert main(args(concept=())) == 0  # --prompt, no --concept: --experiment_num 1's concept, said aloud
+    assert "note: weakening Color heads, the concept of --experiment_num 1" in capsys.readouterr().err
+    assert manifest(folder)["concept"] == "Color"

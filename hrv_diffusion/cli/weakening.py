@@ -88,10 +88,15 @@ def _concept(args, exp) -> str:
                             f"(it defaults to the experiment's), or pass --allow_other_concept to weaken {concept!r} "
                             "heads on these prompts")
         return concept
+    if exp is not None:
+        return exp.concept
     try:
-        return (exp or experiment(args.experiment_num)).concept
+        concept = experiment(args.experiment_num).concept
     except ValueError:
         raise UserError(f"--experiment_num {args.experiment_num!r} names no experiment: pass --concept") from None
+    print(f"note: weakening {concept} heads, the concept of --experiment_num {args.experiment_num} (pass --concept "
+          "to choose another)", file=sys.stderr)
+    return concept
 
 
 def find_prompt_type(final: Path, names_for, requested: str | None, head_roles: bool) -> str:
