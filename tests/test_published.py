@@ -248,7 +248,7 @@ def test_cli_end_to_end_from_another_cwd(tmp_path, monkeypatch, capsys):
     results.mkdir(parents=True)
     elsewhere.mkdir()
     total = _write_run(results)
-    (results / "unrelated.npz").write_bytes(b"not a shard")
+    np.savez(results / "unrelated.npz", other=np.zeros(3))  # some other .npz: skipped (a damaged shard is not)
     monkeypatch.chdir(elsewhere)
     assert extract_main(["--results_dir", str(results)]) == 0
     out = capsys.readouterr().out
@@ -278,7 +278,7 @@ def test_top_level_script_runs_from_any_folder(tmp_path):
     script = REPO / "extract_head_relevance_vectors.py"
     done = subprocess.run(
         [sys.executable, str(script), "--shards", str(tmp_path / "run_rank_0.npz"), str(tmp_path / "run_rank_1.npz"),
-         "--output_dir", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+         "--final_result", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "wrote" in done.stdout and (tmp_path / "out" / "340_final_ranking_list.npy").is_file()

@@ -146,6 +146,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert "unknown concept" in capsys.readouterr().err
     bad = args.copy()
     bad[bad.index("final_result/my_hrv.npy")] = "final_result/wrong.npy"
+    bad += ["--output_path", "other"]  # the first output folder's manifest would refuse another HRV first
     np.save(tmp_path / "final_result" / "wrong.npy", hrv[:, :5])
     assert main(bad) == 2
     assert "shape" in capsys.readouterr().err

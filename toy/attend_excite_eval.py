@@ -180,4 +180,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from hrv_diffusion.cli.common import run_cli  # bad input: one line, exit 2
+
+    raise SystemExit(run_cli(lambda _: main(), None))

@@ -99,7 +99,7 @@ class ClipScorer:
         except ImportError as error:
             raise ImportError("ClipScorer needs open_clip: pip install 'hrv-diffusion[clip]' "
                               "(open_clip_torch and torchvision)") from error
-        device = device or _default_device()
+        device = _checked_device(device)
         pretrained = os.fspath(pretrained) if pretrained else None
         if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
             raise ClipWeightsUnavailable(_weights_help(model_name, pretrained, f"no file {pretrained}"))
@@ -125,7 +125,7 @@ class ClipScorer:
         """Wrap a CLIP built in code: ``model`` with ``encode_image``/``encode_text``, ``preprocess(PIL) -> (3, h, w)``
         tensor, ``tokenizer(list[str]) -> (n, L)`` token ids."""
         scorer = cls.__new__(cls)
-        scorer._setup(model, preprocess, tokenizer, device or _default_device(), batch_size)
+        scorer._setup(model, preprocess, tokenizer, _checked_device(device), batch_size)
         scorer.model_name, scorer.pretrained = type(model).__name__, None
         return scorer
 
@@ -167,6 +167,13 @@ class ClipScorer:
                 text = self._text_embeddings(texts[start:stop]).to(features.device)  # (b, D)
                 out[start:stop] = (features * text).sum(dim=-1).cpu().numpy()
         return out
+
+
+def _checked_device(device) -> str:
+    """``device`` checked (``--device cuda`` without CUDA is a one-line UserError), else the default device."""
+    from hrv_diffusion.core.device import resolve_device
+
+    return resolve_device(str(device)) if device else _default_device()
 
 
 def _default_device() -> str:

@@ -128,8 +128,12 @@ def even_batches(n: int, batch_size: int) -> list[slice]:
 def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir: Path, *, factor: float = -2.0,
                       window=(0.0, 1.01), concept_word: str | None = None, num_inference_steps: int = 50,
                       guidance_scale: float = 7.5, batch_size: int = 16, decode: str = "truncate",
-                      skip_existing: bool = True, progress=None) -> int:
+                      skip_existing: bool = True, progress=None, stats: dict | None = None) -> int:
     """Generate the images of ``jobs`` for one prompt; return how many jobs were made (not skipped).
+
+    ``stats``, when given, gets the exact counts added: ``images`` generated (one per distinct seed and head set),
+    ``files`` written (k = 0 and shared head sets are written under several paths) and ``present`` (files that
+    already existed, skipped).
 
     ``ranked_heads(order, k)`` gives the k global head indices to weaken (from an HRV or the published head_roles).
     Jobs with the same seed and head set are generated once (``plan_renders``); batches are even (``even_batches``);
@@ -162,6 +166,11 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
                 progress.update(sum(len(render.jobs) for render in batch))
     for future in pending:
         future.result()  # re-raise a failed write
+    if stats is not None:
+        paths = {p for j in jobs for p in image_paths(out_dir, j)}
+        stats["images"] = stats.get("images", 0) + len(renders)
+        stats["files"] = stats.get("files", 0) + len(pending)
+        stats["present"] = stats.get("present", 0) + len(paths) - len(pending)
     return len(todo)
 
 
@@ -194,3 +203,78 @@ class HeadRolesHeads:
         if self.concept not in roles:
             raise ValueError(f"concept {self.concept!r} is not in {path.name}; it has: {', '.join(roles)}")
         return [self.layout.index_of(label) for label in roles[self.concept][:k]]
+
+
+# ----------------------------------------------------------------------------------------------- run manifests
+
+MANIFEST_NAME = "manifest.json"
+# Settings that change the images: a prompt folder whose manifest differs in one of them holds other science.
+MANIFEST_KEYS = ("model_version", "concept", "head_source", "hrv_fingerprint", "dtype", "reweighting_factor",
+                 "reweighting_steps", "n_inference_steps", "guidance_scale", "weaken", "concept_word", "prompt")
+
+
+def file_fingerprint(paths) -> str:
+    """The first 16 hex digits of the SHA-256 of the files' bytes (in the given order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a prompt folder, or None when it has none."""
+    import json
+
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"unreadable": str(path)}
+
+
+def write_manifest(folder: Path, manifest: dict) -> Path:
+    """Write ``manifest`` as the folder's ``manifest.json``, atomically."""
+    import json
+
+    path = Path(folder) / MANIFEST_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def has_images(folder: Path) -> bool:
+    return any((Path(folder) / order).rglob("*.png") for order in ORDERS if (Path(folder) / order).is_dir())
+
+
+def manifest_conflict(folder: Path, manifest: dict) -> str | None:
+    """Why the existing prompt folder cannot be continued with ``manifest`` (None when it can, or is new)."""
+    folder = Path(folder)
+    stored = read_manifest(folder)
+    if stored is None:
+        return f"{folder} holds images but no {MANIFEST_NAME} (an older run): their settings are unknown" \
+            if has_images(folder) else None
+    if "unreadable" in stored:
+        return f"{stored['unreadable']} is not readable JSON"
+    differ = [f"{key} {stored.get(key)!r} there, {manifest.get(key)!r} now" for key in MANIFEST_KEYS
+              if stored.get(key) != manifest.get(key)]
+    if differ:
+        return f"{folder} was made with other settings ({'; '.join(differ)})"
+    return None
+
+
+def clear_prompt_folder(folder: Path) -> None:
+    """Remove the images and manifest of one prompt folder (``--overwrite``); nothing else is touched."""
+    import shutil
+
+    folder = Path(folder)
+    for order in ORDERS:
+        if (folder / order).is_dir():
+            shutil.rmtree(folder / order)
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 SD_CARD = "CompVis/stable-diffusion-v1-4"
@@ -56,6 +57,9 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16) -> argpar
     g.add_argument("--max_prompts", type=int, default=None, help="use only the first N prompts of the list")
     g.add_argument("--compile", action="store_true", help="compile every UNet region but the cross-attention layers (faster on GPUs for long runs)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--model_version", default=None,
+                   help="the model's name in shard and HRV file names (sd_v1_4, sd_xl_base_1_0, ...); default: "
+                        "recognized from --model_card (a local copy of SD v1.4 or SDXL base from its config)")
     return p
 
 
@@ -69,12 +73,16 @@ def run(args) -> int:
     import torch
 
     from hrv_diffusion.hrv.concepts import check_counts, check_token_lengths, description_name, read_concept_set, resolve_description
-    from hrv_diffusion.hrv.construction import RelevanceSettings, rank_indices, run_relevance, subset_indices
+    from hrv_diffusion.cli.common import check_output_dir, rerun_command, sigterm_as_interrupt
+    from hrv_diffusion.hrv.construction import (RelevanceInterrupted, RelevanceSettings, rank_indices, run_relevance,
+                                                subset_indices)
     from hrv_diffusion.hrv.embeddings import embeddings_path, load_text_embeddings
     from hrv_diffusion.core.device import resolve_device, resolve_dtype
     from hrv_diffusion.core.models import load_pipeline, model_version
     from hrv_diffusion.hrv.prompts import load_prompts, prompt_name, prompts_fingerprint
 
+    check_output_dir(args.output_dir, "--output_dir")
+    check_output_dir(Path(args.output_dir) / "results", "--output_dir")
     rank, world_size, local_rank = _distributed()
     if world_size > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -88,14 +96,16 @@ def run(args) -> int:
     prompts = load_prompts(args.prompt)
     if args.max_prompts:
         prompts = prompts[: args.max_prompts]
-    mv = model_version(args.model_card)
+    card_mv = model_version(args.model_card)  # the name the text embeddings were made under
+    mv = args.model_version or card_mv
     output_dir = Path(args.output_dir)
-    emb_file = Path(args.embeddings) if args.embeddings else embeddings_path(output_dir, description, mv)
+    emb_file = Path(args.embeddings) if args.embeddings else embeddings_path(output_dir, description, card_mv)
     if not emb_file.exists():
         raise FileNotFoundError(
             f"no text embeddings at {emb_file}: run first\n  python descriptions_to_text_embeddings.py "
             f"--model_card {args.model_card} --description {args.description} --output_dir {args.output_dir}")
-    embeddings = load_text_embeddings(emb_file, expect={"model_version": mv, "concept_fingerprint": concepts.fingerprint()})
+    embeddings = load_text_embeddings(emb_file, expect={"model_version": card_mv,
+                                                        "concept_fingerprint": concepts.fingerprint()})
 
     indices = list(range(len(prompts)))
     subset = [args.numerator, args.denominator] if args.subset_running else None
@@ -118,8 +128,17 @@ def run(args) -> int:
         extra={"scheduler": args.scheduler})
     metadata = {"concept_fingerprint": concepts.fingerprint(), "concept_names": list(concepts.names),
                 "prompt_fingerprint": prompts_fingerprint(prompts)}
-    paths = run_relevance(pipe, settings, concepts, embeddings, prompts, indices, metadata, output_dir / "results",
-                          rank=rank, world_size=world_size, resume=args.resume, progress=not args.quiet)
+    try:
+        with sigterm_as_interrupt():
+            paths = run_relevance(pipe, settings, concepts, embeddings, prompts, indices, metadata,
+                                  output_dir / "results", rank=rank, world_size=world_size, resume=args.resume,
+                                  progress=not args.quiet)
+    except RelevanceInterrupted as stop:
+        again = rerun_command(args._program, args._argv, ("--resume",))
+        saved = (f"saved {stop.done} of {stop.total} prompts of epoch {stop.epoch} to {stop.path}" if stop.path
+                 else "no prompt had finished, nothing saved")
+        print(f"interrupted: {saved}; continue with: {again}", file=sys.stderr)
+        return 130
     for path in paths:
         print(f"rank {rank}: wrote {path}" if world_size > 1 else f"wrote {path}")
     if world_size > 1:
@@ -128,11 +147,15 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None, default_card: str = SD_CARD, default_batch: int = 16) -> int:
-    from hrv_diffusion.cli.common import run_cli
+def main(argv=None, default_card: str = SD_CARD, default_batch: int = 16,
+         program: str = "head_relevance_calculation.py") -> int:
+    from hrv_diffusion.cli.common import program_name, run_cli
 
-    return run_cli(run, build_parser(default_card, default_batch).parse_args(argv))
+    args = build_parser(default_card, default_batch).parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # to print the --resume command after Ctrl-C
+    args._program = program_name(argv, program)
+    return run_cli(run, args)
 
 
 def main_sdxl(argv=None) -> int:
-    return main(argv, default_card=SDXL_CARD, default_batch=4)
+    return main(argv, default_card=SDXL_CARD, default_batch=4, program="head_relevance_calculation_sdxl.py")

@@ -70,6 +70,9 @@ def run(settings: TextEmbeddingSettings) -> str:
     """Encode and save; returns the written path."""
     path = resolve_description(settings.description)
     cs = read_concept_set(path, settings.num_concepts, settings.num_words_per_concept)
+    from hrv_diffusion.cli.common import check_output_dir
+
+    check_output_dir(settings.output_dir, "--output_dir")  # before the model is loaded
     pipe = load_pipeline(settings.model_card, dtype=settings.dtype, device=pick_device(settings), scheduler="model")
     check_token_lengths(cs, pipe.tokenizer)
     name = description_name(path)

@@ -31,14 +31,44 @@ class ModelNotAvailableError(UserError):
     """The weights are neither in a local folder nor in the Hugging Face cache (and no network)."""
 
 
+def _sanitized(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "model"
+
+
+def paper_model_from_config(folder: str | Path) -> str | None:
+    """``sd_v1_4`` or ``sd_xl_base_1_0`` when the diffusers folder holds a copy of a paper model, from its UNet
+    config: SD v1.x (cross_attention_dim 768, block_out_channels 320 640 1280 1280, sample_size 64) and SDXL base
+    (addition_embed_type text_time, cross_attention_dim 2048, sample_size 128); else None. SD v1.5 has the
+    config of v1.4: a folder whose name says another 1.x version (``..._v1_5``) is not taken for v1.4."""
+    import json
+
+    config_file = Path(folder) / "unet" / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    cross, size = config.get("cross_attention_dim"), config.get("sample_size")
+    if config.get("addition_embed_type") == "text_time" and cross == 2048 and size == 128:
+        return "sd_xl_base_1_0"
+    if cross == 768 and list(config.get("block_out_channels") or []) == [320, 640, 1280, 1280] and size == 64:
+        other = re.search(r"(?:^|_)v?1_([0-9])(?:_|$)", _sanitized(Path(folder).resolve().name))
+        return None if other and other.group(1) != "4" else "sd_v1_4"
+    return None
+
+
 def model_version(card: str) -> str:
-    """``sd_v1_4`` / ``sd_xl_base_1_0`` for the paper's models, else a file-name-safe form of the card."""
+    """``sd_v1_4`` / ``sd_xl_base_1_0`` for the paper's models (hub ids, or local folders recognized by
+    ``paper_model_from_config``), else a file-name-safe form of the card (a local folder: its name)."""
     if card in MODEL_VERSIONS:
         return MODEL_VERSIONS[card]
     if card in ALIASES:
         return card
+    if Path(card).is_dir():
+        return paper_model_from_config(card) or _sanitized(Path(card.rstrip("/")).name)
     name = Path(card.rstrip("/")).name if Path(card).exists() else card
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "model"
+    return _sanitized(name)
 
 
 def _not_available(card: str, what: str, error: Exception) -> ModelNotAvailableError:
@@ -105,6 +135,9 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
     """Load a SD 1.x/2.x or SDXL pipeline. ``scheduler``: "pndm" (the paper's) or "model" (the card's own)."""
     if scheduler not in ("pndm", "model"):
         raise ValueError(f"scheduler must be 'pndm' or 'model', not {scheduler!r}")
+    from hrv_diffusion.core.device import resolve_device
+
+    device = resolve_device(str(device))  # a CUDA device without CUDA: one UserError before any weight is read
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     card = str(ALIASES.get(card, card))
     if card in _tiny_models():

@@ -57,6 +57,17 @@ class RelevanceSettings:
     extra: dict = field(default_factory=dict)
 
 
+class RelevanceInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM turned into it) stopped a run; the finished prompts were saved first.
+
+    ``path``: the shard written (None when no prompt had finished), ``done`` / ``total``: prompts of this process
+    in that shard, ``epoch``: the epoch that was running."""
+
+    def __init__(self, path: Path | None, done: int, total: int, epoch: int):
+        super().__init__(f"interrupted in epoch {epoch}: {done} of {total} prompts saved")
+        self.path, self.done, self.total, self.epoch = path, done, total, epoch
+
+
 def subset_indices(num_prompts: int, numerator: int, denominator: int) -> list[int]:
     """The reference's --subset_running slice: lines[(n-1)*N//d : n*N//d]."""
     if not 1 <= numerator <= denominator:
@@ -121,23 +132,32 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
         latents = _latents(todo, indices, shape, settings)
         bar = tqdm(total=len(indices), initial=len(done), desc=f"HRV epoch {epoch}", unit="prompt",
                    disable=not progress)
-        since_checkpoint = 0
-        for start in range(0, len(todo), settings.batch_size):
-            batch = todo[start : start + settings.batch_size]
-            choices = torch.stack([
-                sample_words(concept_set.word_counts, evaluations, len(layout.layers),
-                             torch.Generator().manual_seed(derived_seed(settings.seed, epoch, i, 1)))
-                for i in batch])  # (B, T, layers, C)
-            votes.set_choices(choices)
-            generate(pipe, [prompts[i] for i in batch], torch.cat([latents.pop(i) for i in batch]),
-                     num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                     negative_prompt=negative, controllers=[votes])  # latents only: no VAE
-            done += batch
-            since_checkpoint += len(batch)
-            bar.update(len(batch))
-            if since_checkpoint >= settings.checkpoint_every and len(done) < len(indices):
+        since_checkpoint, saved = 0, len(done)
+        finished_counts = votes.counts.clone()  # (T, H, C) the votes of the prompts in ``done`` only
+        try:
+            for start in range(0, len(todo), settings.batch_size):
+                batch = todo[start : start + settings.batch_size]
+                choices = torch.stack([
+                    sample_words(concept_set.word_counts, evaluations, len(layout.layers),
+                                 torch.Generator().manual_seed(derived_seed(settings.seed, epoch, i, 1)))
+                    for i in batch])  # (B, T, layers, C)
+                votes.set_choices(choices)
+                generate(pipe, [prompts[i] for i in batch], torch.cat([latents.pop(i) for i in batch]),
+                         num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+                         negative_prompt=negative, controllers=[votes])  # latents only: no VAE
+                done += batch
+                finished_counts.copy_(votes.counts)
+                since_checkpoint += len(batch)
+                bar.update(len(batch))
+                if since_checkpoint >= settings.checkpoint_every and len(done) < len(indices):
+                    _save(path, votes, done, dict(epoch_meta, complete=False))
+                    since_checkpoint, saved = 0, len(done)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM made one: keep every finished prompt (not the batch it cut)
+            bar.close()
+            if len(done) > saved:
+                votes.counts.copy_(finished_counts)
                 _save(path, votes, done, dict(epoch_meta, complete=False))
-                since_checkpoint = 0
+            raise RelevanceInterrupted(path if done else None, len(done), len(indices), epoch) from None
         bar.close()
         _save(path, votes, done, dict(epoch_meta, complete=True))
         written.append(path)

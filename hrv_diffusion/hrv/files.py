@@ -226,8 +226,9 @@ def write_output_ba(path, counts, labels, concept_names) -> Path:
     return _write_csv(Path(path), header, rows())
 
 
-def write_tidy_csv(path, hrv, labels, concept_names) -> Path:
-    """One row per (concept, head): concept, head, place, layer, head_in_layer, head_index, value (the HRV)."""
+def write_tidy_csv(path, hrv, labels, concept_names, extra_columns: dict | None = None) -> Path:
+    """One row per (concept, head): concept, head, place, layer, head_in_layer, head_index, value (the HRV), then
+    ``extra_columns`` (name -> one value for every row, e.g. the coverage of a partial run)."""
     import pandas as pd
 
     parsed = [parse_label(label) for label in labels]
@@ -241,14 +242,21 @@ def write_tidy_csv(path, hrv, labels, concept_names) -> Path:
         "head_index": np.tile(np.arange(num_heads), num_concepts),
         "value": hrv.reshape(-1),
     })
+    for name, value in (extra_columns or {}).items():
+        frame[name] = value
     with atomic_output(path) as temp:
         frame.to_csv(temp, index=False)
     return Path(path)
 
 
 def write_published(out_dir, merged_counts, num_prompts: int, labels, concept_names, *, epochs, negative_prompt: bool,
-                    prompt: str, description: str, model_version: str, k_list=None) -> list[Path]:
-    """Write every published output of one merged run into ``out_dir``; returns the paths written."""
+                    prompt: str, description: str, model_version: str, k_list=None,
+                    coverage: dict | None = None) -> list[Path]:
+    """Write every published output of one merged run into ``out_dir``; returns the paths written.
+
+    ``coverage`` (a partial run, see ``cli/extract.py``): also written as ``coverage_{stem}.json``, and the tidy
+    CSV gets the columns ``prompts_counted``, ``prompts_expected`` and ``complete``.
+    """
     counts = _check_counts(merged_counts)  # (T, H, C)
     num_steps, num_heads, num_concepts = counts.shape
     labels, concept_names = [str(l) for l in labels], [str(c) for c in concept_names]
@@ -279,7 +287,17 @@ def write_published(out_dir, merged_counts, num_prompts: int, labels, concept_na
             roles = head_roles(rank, labels, int(k), order)
             paths.append(write_head_roles(out / names.head_roles(order, int(k)), concept_names, roles))
     paths.append(_save_npy(out / names.ranking_list(), rank))
-    paths.append(write_tidy_csv(out / names.tidy(), hrv, labels, concept_names))
+    extra = None
+    if coverage is not None:
+        import json
+
+        path = out / f"coverage_{names.stem}.json"
+        with atomic_output(path) as temp:
+            temp.write_text(json.dumps(coverage, indent=1, sort_keys=True), encoding="utf-8")
+        paths.append(path)
+        extra = {"prompts_counted": coverage["prompts_found"], "prompts_expected": coverage["prompts_expected"],
+                 "complete": bool(coverage["complete"])}
+    paths.append(write_tidy_csv(out / names.tidy(), hrv, labels, concept_names, extra))
     return paths
 
 

@@ -52,6 +52,10 @@ class ShardFormatError(ShardError):
     """The file is not a shard (not an .npz with counts, prompt_indices and JSON metadata)."""
 
 
+class NotAShardError(ShardFormatError):
+    """A readable .npz that holds none of a shard's arrays: some other file, not a damaged shard."""
+
+
 class CorruptShardError(ShardError):
     """A shard whose arrays contradict each other (e.g. a head's votes do not add up to its prompts)."""
 
@@ -159,7 +163,7 @@ def load_shard(path: str | os.PathLike) -> Shard:
         with np.load(path, allow_pickle=False) as data:
             missing = {"counts", "prompt_indices", "metadata"} - set(data.files)
             if missing:
-                raise ShardFormatError(
+                raise (NotAShardError if len(missing) == 3 else ShardFormatError)(
                     f"{path} is not an HRV shard: it lacks {', '.join(sorted(missing))} "
                     f"(it holds {', '.join(data.files) or 'nothing'})"
                 )
