@@ -240,3 +240,16 @@ def generate_adjusted(pipe, prompts: list[str], seeds, adjustments, *, hrv=None,
         return AdjustedBatch(None if images is None else images[:n], None if images is None else images[n:],
                              out.latents[:n], out.latents[n:], settings)
     return AdjustedBatch(None, images, None, out.latents, settings)
+
+
+def side_by_side(rows: list[np.ndarray], gap: int = 2, background: int = 255) -> np.ndarray:
+    """One uint8 picture of image rows, e.g. [standard (n, H, W, 3), adjusted (n, H, W, 3)]: a row each (top
+    first), the images of a row left to right, ``gap`` pixels between them."""
+    if not rows or any(len(r) != len(rows[0]) for r in rows):
+        raise ValueError("side_by_side needs rows with the same number of images")
+    n, h, w = len(rows[0]), rows[0].shape[1], rows[0].shape[2]
+    grid = np.full((len(rows) * h + (len(rows) - 1) * gap, n * w + (n - 1) * gap, 3), background, np.uint8)
+    for r, images in enumerate(rows):
+        for i, image in enumerate(images):
+            grid[r * (h + gap) : r * (h + gap) + h, i * (w + gap) : i * (w + gap) + w] = image
+    return grid
