@@ -4,6 +4,7 @@
 
     python toy/adjust_eval.py --out docs/toy                 # 3 cases x 64 seeds, the toy HRVs shipped in the package
     python toy/adjust_eval.py --out docs/toy --steps 20      # quicker
+    python toy/adjust_eval.py --out docs/toy --variants --name adjust_variants   # factors bounded below at 0
 
 Writes OUT/adjust_results.json (settings, per-case and per-condition rates, every item's readings), updated after
 every case.
@@ -24,7 +25,7 @@ from hrv_diffusion.core.heads import head_layout  # noqa: E402
 from hrv_diffusion.core.models import load_pipeline  # noqa: E402
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
 from hrv_diffusion.hrv.vectors import load_hrv  # noqa: E402
-from hrv_diffusion.toy.adjust import CASES, evaluate  # noqa: E402
+from hrv_diffusion.toy.adjust import CASES, CONDITIONS, VARIANTS, evaluate  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,6 +35,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the first seed (default: %(default)s)")
     p.add_argument("--steps", type=int, default=50, help="PNDM steps (default: %(default)s)")
     p.add_argument("--batch_size", type=int, default=32, help="items per call (default: %(default)s)")
+    p.add_argument("--variants", action="store_true",
+                   help="instead of the paper's rule, its variants with the factors bounded below at 0 (min_factor=0)")
+    p.add_argument("--name", default="adjust_results", help="JSON file name, without .json (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--out", default="docs/toy", help="output folder (default: %(default)s)")
     args = p.parse_args(argv)
@@ -43,16 +47,18 @@ def main(argv=None) -> int:
     hrv = load_hrv("paper", "toy", names, head_layout(pipe.unet))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    conditions = VARIANTS if args.variants else CONDITIONS
     report = {"model": "toy", "hrv": "shipped toy HRVs (paper)", "n": args.n, "seed": args.seed, "steps": args.steps,
-              "device": args.device, "weights": {"toward_Color": {"Color": 2, "Background": -1},
-                                                 "toward_Background": {"Background": 2, "Color": -1}},
+              "device": args.device, "conditions": {k: v and {"weights": {v[0]: 2, v[1]: -1}, **v[2]}
+                                                    for k, v in {"standard": None, **conditions}.items()},
               "settings": "conditional half, every evaluation, no clamp, no renormalization", "cases": {}}
     for case in args.cases:
         start = time.perf_counter()
-        result = evaluate(pipe, hrv, case, n=args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size)
+        result = evaluate(pipe, hrv, case, n=args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
+                          conditions=conditions)
         result["seconds"] = round(time.perf_counter() - start, 1)
         report["cases"][case] = result
-        (out / "adjust_results.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
         for name, rates in result["rates"].items():
             print(f"{case:>16} {name:>18}: " + ", ".join(f"{k} {v:.1%}" for k, v in rates.items()), flush=True)
     return 0

@@ -16,7 +16,7 @@ Cases (one prompt and one seed per item, prompts cycle through colors, shapes an
 
 Each item is generated three times from its seed in one batch: standard, adjusted toward Color (the paper's
 2·HRV[Color] − HRV[Background]) and adjusted toward Background (2·HRV[Background] − HRV[Color]), conditional half,
-every evaluation, no renormalization, the toy's shipped HRVs.
+every evaluation, no renormalization, the toy's shipped HRVs. ``VARIANTS`` bound the factors below at 0.
 """
 from __future__ import annotations
 
@@ -26,7 +26,11 @@ from hrv_diffusion.apps.adjust import Adjustment, generate_adjusted
 from hrv_diffusion.toy import data, evaluator
 
 CASES = ("color_word", "background_word", "compound")
-CONDITIONS = {"standard": None, "toward_Color": ("Color", "Background"), "toward_Background": ("Background", "Color")}
+# condition -> (desired, undesired, Adjustment options); the paper's rule first, then variants with a lower bound
+CONDITIONS = {"standard": None, "toward_Color": ("Color", "Background", {}),
+              "toward_Background": ("Background", "Color", {})}
+VARIANTS = {"toward_Color_min0": ("Color", "Background", {"min_factor": 0.0}),
+            "toward_Background_min0": ("Background", "Color", {"min_factor": 0.0})}
 ACHROMATIC = ("white", "black", "gray")
 
 
@@ -61,30 +65,33 @@ def readings(image, item: dict) -> dict:
 
 
 def evaluate(pipe, hrv, case: str, n: int = 64, seed: int = 0, steps: int = 50, batch_size: int = 32,
-             progress=None) -> dict:
-    """Generate and read every item of ``case`` under the three conditions; rates per condition and per item."""
+             progress=None, conditions: dict | None = None) -> dict:
+    """Generate and read every item of ``case`` under ``conditions`` (default ``CONDITIONS``: standard, toward
+    Color, toward Background); rates per condition and per item."""
+    conditions = CONDITIONS if conditions is None else {"standard": None, **conditions}
     cases = items(case, n, seed)
     per_item = [dict(item) for item in cases]
     for start in range(0, n, batch_size):
         chunk = cases[start : start + batch_size]
         prompts, seeds = [c["prompt"] for c in chunk], [c["seed"] for c in chunk]
         images = {}
-        for name, senses in CONDITIONS.items():
-            if senses is None:
+        for name, condition in conditions.items():
+            if condition is None:
                 continue
-            adjustments = [Adjustment.sd_hrv(c["word"], *senses) for c in chunk]
+            desired, undesired, options = condition
+            adjustments = [Adjustment.sd_hrv(c["word"], desired, undesired, **options) for c in chunk]
             out = generate_adjusted(pipe, prompts, seeds, adjustments, hrv=hrv, with_standard="standard" not in images,
                                     num_inference_steps=steps)
             if out.standard is not None:
                 images["standard"] = out.standard
             images[name] = out.adjusted
-        for name in CONDITIONS:
+        for name in conditions:
             for i, image in enumerate(images[name]):
                 per_item[start + i][name] = readings(image, chunk[i])
         if progress is not None:
             progress(len(chunk))
     rates = {}
-    for name in CONDITIONS:
+    for name in conditions:
         rates[name] = {"as_color": float(np.mean([r[name]["as_color"] for r in per_item])),
                        "as_background": float(np.mean([r[name]["as_background"] for r in per_item])),
                        "object_found": float(np.mean([r[name]["object_color"] is not None for r in per_item]))}
