@@ -1,0 +1,129 @@
+"""applications/reduce_misinterpretation.py (hrv_diffusion/cli/adjust.py) on tiny-sd / tiny-sdxl with synthetic
+HRVs of the paper's shape (34 concepts)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hrv_diffusion.apps.adjust import Adjustment, generate_adjusted
+from hrv_diffusion.cli.adjust import main
+from hrv_diffusion.core.heads import head_layout
+from hrv_diffusion.core.models import load_pipeline
+from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
+from hrv_diffusion.hrv.vectors import load_hrv
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "A vase in lavender color"
+FOLDER = "prompt_02_A_vase_in_lavender_color"
+
+
+def hrv_file(folder: Path, name: str, heads: int | None = None) -> Path:
+    layout = head_layout(load_pipeline(name).unet)
+    H = heads or layout.num_heads
+    values = np.random.default_rng(0).gamma(0.3, size=(34, H)).astype(np.float32)
+    values[17, 0] += 30.0  # Color: one element far above the SDXL clamp of 9
+    values = values / values.sum(1, keepdims=True) * H
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / f"category_vectors_{name}.npy", values)
+    if heads is None:
+        np.save(folder / f"head_index_{name}.npy", np.array(layout.labels))
+    return folder / f"category_vectors_{name}.npy"
+
+
+@pytest.fixture(scope="module")
+def hrvs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hrv")
+    return {name: hrv_file(folder, name) for name in ("tiny-sd", "tiny-sdxl")}
+
+
+def run(tmp_path, card, hrv, *extra):
+    return main(["--prompt", PROMPT, "--selected_token", "lavender", "--desired", "Color", "--undesired", "Plants",
+                 "--seeds", "1", "2", "3", "--model_card", card, "--hrv", str(hrv), "--n_inference_steps", "3",
+                 "--prompt_num", "2", "--output_path", str(tmp_path), "--batch_size", "4", "--quiet", *extra])
+
+
+def read(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_published_layout_grid_and_the_api(tmp_path, hrvs, capsys):
+    assert run(tmp_path, "tiny-sd", hrvs["tiny-sd"]) == 0
+    root = tmp_path / FOLDER
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    assert files == ["sd-hrv/1.png", "sd-hrv/2.png", "sd-hrv/3.png", "side_by_side.png",
+                     "standard_sd/1.png", "standard_sd/2.png", "standard_sd/3.png"]
+    assert "3 standard and 3 adjusted images written" in capsys.readouterr().out
+    # the images are the API's (seeds batched 2 per call here; batching does not change them beyond rounding)
+    names = read_concept_set(resolve_description("340_final_text_descriptions")).names
+    pipe = load_pipeline("tiny-sd")
+    hrv = load_hrv(hrvs["tiny-sd"], "tiny_sd", names, head_layout(pipe.unet))
+    out = generate_adjusted(pipe, [PROMPT] * 3, [1, 2, 3], Adjustment.sd_hrv("lavender", "Color", "Plants"), hrv=hrv,
+                            num_inference_steps=3)
+    for i, seed in enumerate([1, 2, 3]):
+        assert np.abs(read(root / "sd-hrv" / f"{seed}.png").astype(int) - out.adjusted[i]).max() <= 1
+        assert np.abs(read(root / "standard_sd" / f"{seed}.png").astype(int) - out.standard[i]).max() <= 1
+    grid = read(root / "side_by_side.png")
+    assert grid.shape == (2 * 32 + 2, 3 * 32 + 2 * 2, 3)  # top standard, bottom adjusted
+    assert np.array_equal(grid[:32, :32], read(root / "standard_sd/1.png"))
+    assert np.array_equal(grid[34:, 68:], read(root / "sd-hrv/3.png"))
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["adjustment"]["weights"] == {"Color": 2.0, "Plants": -1.0}
+    assert manifest["adjustment"]["clamp"] is None  # SD v1.x: no clamp
+    # resume, then different settings are refused
+    assert run(tmp_path, "tiny-sd", hrvs["tiny-sd"]) == 0
+    assert "0 standard and 0 adjusted images written" in capsys.readouterr().out
+    assert run(tmp_path, "tiny-sd", hrvs["tiny-sd"], "--clamping_value", "3") == 2
+    assert "other settings (adjustment)" in capsys.readouterr().err
+
+
+def test_sdxl_layout_and_default_clamp(tmp_path, hrvs):
+    assert run(tmp_path, "tiny-sdxl", hrvs["tiny-sdxl"], "--seeds", "1") == 0
+    root = tmp_path / f"sdxl_{FOLDER}"
+    assert (root / "standard_sdxl" / "1.png").is_file() and (root / "sdxl-hrv" / "1.png").is_file()
+    assert json.loads((root / "manifest.json").read_text())["adjustment"]["clamp"] == 9.0
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--selected_token", "violet"], "error: the word 'violet' is not in the prompt 'A vase in lavender color'"),
+    (["--desired", "Colour"], "error: unknown concept 'Colour'; the concept set has: Animals, Plants"),
+    (["--weights", "Color"], "error: --weights takes CONCEPT=WEIGHT"),
+    (["--clamping_value", "big"], "error: --clamping_value takes a number"),
+    (["--renormalize"], "error: renormalizing needs non-negative factors"),
+])
+def test_one_line_errors(tmp_path, hrvs, capsys, extra, message):
+    assert run(tmp_path, "tiny-sd", hrvs["tiny-sd"], *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_wrong_hrv_shape_and_no_paper_hrv_for_tiny_models(tmp_path, hrvs, capsys):
+    wrong = hrv_file(tmp_path / "wrong", "tiny-sd", heads=20)  # tiny-sd has 22 CA heads
+    assert run(tmp_path, "tiny-sd", wrong) == 2
+    assert "has 20 heads per concept but this model has 22 CA heads" in capsys.readouterr().err
+    assert run(tmp_path, "tiny-sd", "paper") == 2
+    assert "the paper published HRVs for SD v1.4 and SDXL base 1.0 only" in capsys.readouterr().err
+
+
+def test_weights_and_the_toy_with_its_shipped_hrv(tmp_path, capsys):
+    code = main(["--prompt", "a circle on a red background", "--selected_token", "red", "--weights", "Color=2",
+                 "Background=-1", "--seeds", "5", "--model_card", "toy", "--n_inference_steps", "3",
+                 "--output_path", str(tmp_path), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    root = tmp_path / "prompt_01_a_circle_on_a_red_background"
+    assert json.loads((root / "manifest.json").read_text())["adjustment"]["weights"] == {"Color": 2.0,
+                                                                                         "Background": -1.0}
+    assert read(root / "side_by_side.png").shape == (66, 32, 3)
+
+
+def test_script_help():
+    out = subprocess.run([sys.executable, str(ROOT / "applications" / "reduce_misinterpretation.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for flag in ("--selected_token", "--desired", "--undesired", "--clamping_value", "--hrv", "--batch_size"):
+        assert flag in out
