@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int  # noqa: E402
 
 METHODS = ("sd", "standard", "hrv")
 
@@ -88,20 +89,22 @@ def merge(paths, out: Path) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=64, help="captions, one seed each (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="scenes and latents: seed + i (default: 0)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--n", type=positive_int, default=64, help="captions, one seed each (default: 64)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="scenes and latents: seed + i (default: 0)")
     p.add_argument("--split", default="all", help="scene split: all, train or heldout (default: all)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--res_standard", type=int, default=8, help="standard A&E: the CA layers at RxR (default: 8)")
-    p.add_argument("--res_hrv", type=int, default=8, help="A&E-HRV: maps resampled to RxR (default: 8)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to evaluate")
+    p.add_argument("--res_standard", type=positive_int, default=8,
+                   help="standard A&E: the CA layers at RxR (default: 8)")
+    p.add_argument("--res_hrv", type=positive_int, default=8, help="A&E-HRV: maps resampled to RxR (default: 8)")
     p.add_argument("--concept", default="Shape", help="the HRV concept of the shape nouns (default: Shape)")
-    p.add_argument("--steps", type=int, default=50, help="PNDM steps (default: 50)")
-    p.add_argument("--batch_size", type=int, default=32, help="(default: 32)")
+    p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps (default: 50)")
+    p.add_argument("--batch_size", type=positive_int, default=32, help="(default: 32)")
     p.add_argument("--device", default="cpu", help="(default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's; 1 is fastest on a busy "
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: torch's; 1 is fastest on a busy "
                    "machine)")
-    p.add_argument("--max_refinement_steps", type=int, default=20, help="(default: 20)")
+    p.add_argument("--max_refinement_steps", type=nonnegative_int, default=20, help="(default: 20)")
     p.add_argument("--resume", action="store_true", help="continue an existing --out")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge reports of the same settings that ran different methods into --out, and stop")

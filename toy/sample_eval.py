@@ -20,19 +20,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from hrv_diffusion.cli.common import (HelpFormatter, fraction, nonnegative_float, nonnegative_int,  # noqa: E402
+                                      positive_int)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="a toy diffusers folder (or any card load_pipeline accepts)")
-    p.add_argument("--n", type=int, default=256)
-    p.add_argument("--split", default="heldout", choices=("heldout", "train", "all"))
-    p.add_argument("--two_object_fraction", type=float, default=0.0)
-    p.add_argument("--steps", type=int, default=50, help="PNDM steps")
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--n", type=positive_int, default=256, help="captions, one image each")
+    p.add_argument("--split", default="heldout", choices=("heldout", "train", "all"),
+                   help="scene split: color-shape pairs held out of training, the training ones, or all")
+    p.add_argument("--two_object_fraction", type=fraction, default=0.0, help="fraction of two-object captions")
+    p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps")
+    p.add_argument("--guidance", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the scenes and latents")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="images per call")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--grid", help="write the images as one PNG grid here")
     args = p.parse_args(argv)

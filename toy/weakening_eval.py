@@ -23,18 +23,20 @@ from hrv_diffusion.hrv.files import OutputNames, read_hrv  # noqa: E402
 from hrv_diffusion.hrv.vectors import TOY_HRV_DIR  # noqa: E402
 from hrv_diffusion.toy.weakening import weakening_curves  # noqa: E402
 from hrv_diffusion.apps.weakening_plots import plot_weakening_curves  # noqa: E402
+from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--final_result", default=str(TOY_HRV_DIR), help="folder of the toy HRV files (default: shipped)")
     p.add_argument("--prompt", default="toy", help="prompt-list name of the HRV files")
-    p.add_argument("--concepts", nargs="+", default=["Color", "Shape", "Size", "Position", "Background"])
-    p.add_argument("--k", type=int, nargs="+", default=[0, 7, 14, 28], help="heads weakened (56 in all)")
-    p.add_argument("--n", type=int, default=32, help="captions (one image each) per (order, k)")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--seed", type=int, default=2)
-    p.add_argument("--out", default="docs/toy")
+    p.add_argument("--concepts", nargs="+", default=["Color", "Shape", "Size", "Position", "Background"],
+                   help="concepts whose heads are weakened, one curve each")
+    p.add_argument("--k", type=nonnegative_int, nargs="+", default=[0, 7, 14, 28], help="heads weakened (56 in all)")
+    p.add_argument("--n", type=positive_int, default=32, help="captions (one image each) per (order, k)")
+    p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps")
+    p.add_argument("--seed", type=nonnegative_int, default=2, help="seed of the captions and latents")
+    p.add_argument("--out", default="docs/toy", help="folder for the JSON results and the plots")
     args = p.parse_args(argv)
     concepts = read_concept_set(resolve_description("toy_concepts"))
     names = OutputNames(last_epoch=1, negative_prompt=False, prompt=args.prompt, description="toy_concepts",
