@@ -16,7 +16,6 @@ Writes JSON (settings, rates per method, one record per image) after every batch
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int  # noqa: E402
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402
 
 METHODS = ("sd", "standard", "hrv")
 
@@ -89,7 +88,7 @@ def merge(paths, out: Path) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--n", type=positive_int, default=64, help="captions, one seed each (default: 64)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="scenes and latents: seed + i (default: 0)")
     p.add_argument("--split", default="all", help="scene split: all, train or heldout (default: all)")

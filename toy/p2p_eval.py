@@ -9,7 +9,6 @@ cases: source | P2P | P2P-HRV | target alone, one row each, 4x enlarged).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,7 +25,7 @@ from hrv_diffusion.core.models import load_pipeline  # noqa: E402
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
 from hrv_diffusion.hrv.vectors import load_hrv  # noqa: E402
 from hrv_diffusion.toy.p2p import METHODS, color_cases, evaluate_color_edits  # noqa: E402
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int  # noqa: E402
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402
 
 
 def example_grid(images: np.ndarray, rows: int, per_case: int, scale: int = 4, gap: int = 2) -> np.ndarray:
@@ -41,7 +40,7 @@ def example_grid(images: np.ndarray, rows: int, per_case: int, scale: int = 4, g
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--n", type=positive_int, default=64, help="cases (one seed each) (default: %(default)s)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="scenes and the first seed (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps (default: %(default)s)")

@@ -12,7 +12,6 @@ the share of images where the evaluator found as many objects as the caption has
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from hrv_diffusion.cli.common import (HelpFormatter, fraction, nonnegative_float, nonnegative_int,  # noqa: E402
-                                      positive_int)
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, fraction, nonnegative_float,  # noqa: E402
+                                      nonnegative_int, positive_int)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="a toy diffusers folder (or any card load_pipeline accepts)")
     p.add_argument("--n", type=positive_int, default=256, help="captions, one image each")
     p.add_argument("--split", default="heldout", choices=("heldout", "train", "all"),

@@ -21,7 +21,6 @@ one JSON line per logged step (phase, step, losses, seconds) and per event.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -116,10 +115,10 @@ FLOAT_TYPES = {"two_object_fraction": "fraction", "vae_fraction": "fraction", "c
 
 
 def parse(argv=None) -> Settings:
-    from hrv_diffusion.cli.common import (HelpFormatter, fraction, nonnegative_float, nonnegative_int, positive_float,
-                                          positive_int)
+    from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, fraction, nonnegative_float, nonnegative_int,
+                                          positive_float, positive_int)
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     defaults = Settings()
     for f in fields(Settings):
         default = getattr(defaults, f.name)

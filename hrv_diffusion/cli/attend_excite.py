@@ -16,7 +16,8 @@ from pathlib import Path
 
 from hrv_diffusion.cli.relevance import SD_CARD
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int, positive_float, nonnegative_float
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, positive_float,
+                                      positive_int)
 
 
 def parse_thresholds(values) -> dict[int, float]:
@@ -100,7 +101,7 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("prompt")
     g.add_argument("--prompt", required=True, help="the prompt (also the folder name)")
     g.add_argument("--token_indices", type=nonnegative_int, nargs="+", default=None,

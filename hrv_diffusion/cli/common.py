@@ -143,3 +143,11 @@ def sdxl_prog(console_name: str) -> str:
     else its console-script name, so ``--help`` and errors name the SDXL command, not the SD one."""
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     return script if "sdxl" in script else console_name
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line on stderr, exit status 2, like ``run_cli``'s:
+    ``error: argument --batch_size: must be a positive integer, got -3 (see PROG --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"error: {' '.join(str(message).split())} (see {self.prog} --help)\n")

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hrv_diffusion.cli.common import HelpFormatter, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
 
 
 def votes_command(common: list[str], prompt: str, prompts: int, batch_size: int, part: int, parts: int,
@@ -41,7 +41,9 @@ def run_votes(common: list[str], prompt: str, prompts: int, batch_size: int, wor
         torch.set_num_threads(threads)
         return relevance.main(votes_command(common, prompt, prompts, batch_size, 1, 1, quiet=False))
     print(f"   {workers} processes of {threads} thread(s) each; progress of the first:", flush=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    package_root = str(Path(__file__).resolve().parents[2])  # this hrv_diffusion, installed or not
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=path)
     procs = [subprocess.Popen([sys.executable, "-m", "hrv_diffusion.cli.relevance",
                                *votes_command(common, prompt, prompts, batch_size, k, workers, quiet=k > 1)], env=env)
              for k in range(1, workers + 1)]
@@ -57,7 +59,7 @@ def default_workers(prompts: int, batch_size: int) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hrv-demo", description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(prog="hrv-demo", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--output_dir", default="demo_output", help="folder for every output (created)")
     p.add_argument("--model_card", default="toy",
                    help="toy (the built-in trained toy model), tiny-sd or tiny-sdxl (random weights: machinery only), "

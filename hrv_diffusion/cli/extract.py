@@ -17,7 +17,7 @@ from hrv_diffusion.hrv.files import write_published
 from hrv_diffusion.hrv.shards import Shard, ShardFormatError, find_shards, load_shard, merge_shards
 from hrv_diffusion.cli.common import run_cli
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.cli.common import HelpFormatter, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
 
 SHARD_MAKER = "head_relevance_calculation.py"
 
@@ -27,7 +27,7 @@ class ExtractError(UserError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         formatter_class=HelpFormatter,
         prog="extract_head_relevance_vectors.py",
         description="Merge HRV vote-count shards and write category_vectors, head_index, head_roles, ... files. "

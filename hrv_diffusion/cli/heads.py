@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.cli.common import HelpFormatter
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter
 
 EXAMPLES = """\
 examples:
@@ -34,7 +34,7 @@ Exit status: 0 on success, 2 when the model cannot be found or read.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hrv-heads",
         description="List the cross-attention (CA) heads of a Stable Diffusion UNet in the published HRV order\n"
         "(place down, mid, up; then the layer in forward order; then the head), one per line:\n"

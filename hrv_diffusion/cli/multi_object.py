@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 METHODS = ("hrv", "standard", "sd")
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hrv_diffusion.apps.multi_object import PROMPT_SETS
     from hrv_diffusion.cli.attend_excite import add_method_flags
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("benchmark")
     g.add_argument("--prompt_set", default="animals", help=f"{' | '.join(PROMPT_SETS)} (66 and 150 prompts) or a file "
                    "with one prompt 'a X and a Y' per line (default: animals)")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from hrv_diffusion.cli.common import HelpFormatter, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--prompt_set", default="animals", help="animals | colored_animals | a prompt file")
     p.add_argument("--output_path", default="./applications/multi_concept_outputs", help="where the images are")
     p.add_argument("--experiment_num", default=None, help="exp_N folder (default: the prompt set's name, as "

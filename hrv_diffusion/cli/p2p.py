@@ -17,7 +17,8 @@ import argparse
 from pathlib import Path
 
 from hrv_diffusion.cli.relevance import SD_CARD
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int, nonnegative_float, fraction
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, fraction, nonnegative_float, nonnegative_int,
+                                      positive_int)
 
 DEFAULT_SEEDS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
@@ -115,7 +116,7 @@ def add_added_flags(g) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("published flags")
     g.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT", help="SOURCE TARGET (required)")
     g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=DEFAULT_SEEDS, help="one image per seed")

@@ -20,13 +20,13 @@ import argparse
 import os
 
 from hrv_diffusion.cli.p2p import DEFAULT_SEEDS, add_added_flags, add_model_flags, show_defaults
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
     from hrv_diffusion.apps.p2p_benchmark import SETS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("benchmark")
     g.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="editing sets to run")
     g.add_argument("--methods", nargs="+", choices=["p2p", "p2p_hrv", "all_heads"], default=["p2p", "p2p_hrv"],

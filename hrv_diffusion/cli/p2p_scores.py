@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from hrv_diffusion.cli.common import HelpFormatter, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--output_path", default="./applications/image_editing_benchmark",
                    help="the generation output folder holding exp_{N}/ (default: %(default)s)")
     p.add_argument("--experiment_num", default="1", help="selects exp_{N}/ (default: %(default)s)")

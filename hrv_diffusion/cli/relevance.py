@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int, nonnegative_float
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, positive_int
 
 SD_CARD = "CompVis/stable-diffusion-v1-4"
 SDXL_CARD = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -17,7 +17,7 @@ SDXL_CARD = "stabilityai/stable-diffusion-xl-base-1.0"
 
 def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
                  prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=prog,
         description="Generate images from many prompts while every cross-attention head votes for the concept it "
                     "attends to most; write the vote counts (one shard per process and epoch) to OUTPUT_DIR/results/. "

@@ -15,7 +15,7 @@ from hrv_diffusion.hrv.embeddings import build_text_embeddings, embeddings_path,
 from hrv_diffusion.cli.common import run_cli
 from hrv_diffusion.core.device import resolve_device
 from hrv_diffusion.core.models import DTYPES, load_pipeline, model_version
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 
 @dataclass
@@ -34,7 +34,7 @@ class TextEmbeddingSettings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="descriptions_to_text_embeddings.py",
         description="Encode every word of a concept set with the text encoder of a Stable Diffusion model. "
                     "Writes OUTPUT_DIR/word_lists/text_embedding_{description}_{model_version}.safetensors "

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from hrv_diffusion.cli.relevance import SD_CARD, SDXL_CARD
-from hrv_diffusion.cli.common import (HelpFormatter, finite_float, nonnegative_float, nonnegative_int, positive_int,
-                                      step_fraction)
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, finite_float, nonempty_file, nonnegative_float,
+                                      nonnegative_int, positive_int, step_fraction)
 
 
 def build_parser(default_card: str = SD_CARD, prog: str | None = None) -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser(default_card: str = SD_CARD, prog: str | None = None) -> argpar
     if default_card == SDXL_CARD:  # the SDXL script names itself
         description = "head_perturbation_analysis_sdxl.py" + __doc__.split(":", 1)[1].replace(
             "for one concept.", "for one concept, on SDXL (stabilityai/stable-diffusion-xl-base-1.0 by default).", 1)
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    p = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     g = p.add_argument_group("published flags")
     g.add_argument("--gpu_num", type=nonnegative_int, default=0, help="CUDA device index (under torchrun: LOCAL_RANK)")
     g.add_argument("--prompt", default=None, help="one prompt (default: all prompts of --experiment_num)")
@@ -46,7 +46,8 @@ def build_parser(default_card: str = SD_CARD, prog: str | None = None) -> argpar
     g.add_argument("--epochs", type=positive_int, default=1, help="used in the HRV file names")
     g.add_argument("--experiment_num", default="1", help="1-9, 91-95, 991 (see construct_prompts.py --list)")
     g = p.add_argument_group("added")
-    g.add_argument("--prompt_file", default=None, help="prompts, one per line (instead of the experiment's)")
+    g.add_argument("--prompt_file", type=nonempty_file, default=None,
+                   help="prompts, one per line (instead of the experiment's)")
     g.add_argument("--final_result", default="final_result", help="folder of the HRV files")
     g.add_argument("--hrv", default=None, help="category_vectors .npy (default: the published name in --final_result)")
     g.add_argument("--head_roles", action="store_true",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hrv_diffusion.cli.common import run_cli
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -26,7 +26,7 @@ Exit status: 0 on success, 2 when a scores CSV is missing or malformed or an exp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="draw_plots.py",
         description="Plot ordered-weakening scores: MoRHF (most relevant heads first) vs LeRHF (least first).",
         epilog=EXAMPLES, formatter_class=HelpFormatter,

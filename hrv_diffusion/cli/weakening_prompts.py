@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from hrv_diffusion.cli.common import HelpFormatter, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
 
 EXAMPLES = """\
 examples:
@@ -23,7 +23,7 @@ Exit status: 0 on success, 2 for an unknown experiment or an unwritable --out.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="construct_prompts.py",
         description="Print (or write) the prompts of one ordered-weakening experiment, one per line; "
                     "--list shows every experiment.",

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.cli.common import HelpFormatter, positive_int, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -30,7 +30,7 @@ missing weights, an unknown experiment or a prompt folder that matches none of t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="calculate_similarity.py",
         description="Score ordered-weakening images with CLIP and write hp_scores_wo_category_exp_{X}.csv "
                     "(+ a per-image CSV).",
