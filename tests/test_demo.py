@@ -78,3 +78,13 @@ def test_toy_weakening_eval_shows_progress(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "weakening" in err and "3/3" in err  # k=0 once, k=1 for top and bottom
     assert json.loads((tmp_path / "weakening_results.json").read_text())["k"] == [0, 1]
+
+
+def test_readme_states_the_measured_time():
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "in about a minute" not in readme
+    assert "measured on a 2-core machine" in readme and "bench/results/demo_profile_cpu" in readme
+    cited = [word.strip("`(),.;") for word in readme.split() if "bench/results/demo_profile" in word]
+    assert all((REPO / path).is_file() for path in cited), cited
