@@ -1,12 +1,12 @@
-"""``make demo``: the whole HRV pipeline on the built-in toy model, on a CPU, in about a minute and a half.
+"""``make demo``: the whole HRV pipeline on the built-in toy model, on a CPU, in 1 to 1.5 minutes (README).
 
 text embeddings -> head relevance votes -> extraction of the published files -> a heatmap. The toy model
 (``hrv_diffusion/data/toy``, see toy/README.md) draws colored shapes; its concepts are Color, Shape, Size,
 Position and Background. ``--model_card tiny-sd`` runs the same on a random-weight model (machinery only).
 
 Speed. The toy model is tiny: its layers are too small for several threads to help, and on a shared or busy
-machine threads that wait for each other make a step several times slower (bench/demo_profile.py measured
-17 s per prompt with 2 threads against 3.6 s with 1 thread, 2 cores under load). So the votes run in
+machine threads that wait for each other make a step several times slower (bench/demo_profile.py, 2 cores at a
+load of 5: 8 prompts took 186 s with 2 threads, 26 s with 1). So the votes run in
 ``--workers`` processes of one thread each, each on a contiguous part of the prompts (``--subset_running``);
 the prompts, latents, words and batches are those of a single process, and extraction adds the shards.
 """
