@@ -122,7 +122,7 @@ def parse(argv=None) -> Settings:
     defaults = Settings()
     for f in fields(Settings):
         default = getattr(defaults, f.name)
-        text = f"{HELP[f.name]} (default: {default if default != '' else 'see the text'})"
+        text = HELP[f.name] if default == "" else f"{HELP[f.name]} (default: {default})"
         if f.type in ("bool", bool):
             p.add_argument(f"--{f.name}", action="store_true", default=None, help=HELP[f.name])
         else:
