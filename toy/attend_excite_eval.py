@@ -148,7 +148,11 @@ def main(argv=None) -> int:
         if old["config"] != config:
             raise SystemExit(f"{out} was made with other settings: {old['config']}")
         report = old
+    from tqdm.auto import tqdm
+
     shape = latent_shape(pipe)
+    bar = tqdm(total=len(args.methods) * args.n, desc="A&E images", unit="image",
+               initial=sum(len(report["images"].get(m, [])) for m in args.methods))
     for method in args.methods:
         records = report["images"].setdefault(method, [])
         start_time = time.perf_counter()
@@ -164,6 +168,7 @@ def main(argv=None) -> int:
                 record = {"i": i, "caption": captions[i], **image_record(readings[j], scenes[i]),
                           "telemetry": telemetry_summary(result.records[j])}
                 records.append(record)
+            bar.update(len(index))
             report["methods"][method] = {
                 "images": len(records),
                 **{key: sum(r[key] for r in records) / len(records)
@@ -173,6 +178,7 @@ def main(argv=None) -> int:
             }
             write(report, out)
             print(method, json.dumps(report["methods"][method]), flush=True)
+    bar.close()
     report["paired"] = paired(report)
     write(report, out)
     for method, rates in report["methods"].items():

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     cases = color_cases(args.n, args.seed)
     start = time.perf_counter()
     result = evaluate_color_edits(pipe, hrv, cases, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                                  self_max_queries=args.self_max_queries)
+                                  self_max_queries=args.self_max_queries, progress=True)
     seconds = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     pipe = load_pipeline(args.model, dtype="float32", device=device)
     result, images, scenes = evaluate_pipeline(
         pipe, n=args.n, seed=args.seed, split=args.split, two_object_fraction=args.two_object_fraction,
-        steps=args.steps, guidance=args.guidance, batch_size=args.batch_size, return_images=True)
+        steps=args.steps, guidance=args.guidance, batch_size=args.batch_size, return_images=True,
+        progress=True)
     result = {"model": args.model, "device": device, **result}
     text = json.dumps(result, indent=2)
     print(text)
