@@ -140,6 +140,8 @@ CASES = [
     case(["hrv-multi-object", "--num_seeds", "0"], "multi-object: --num_seeds 0", f"argument --num_seeds: {POS} 0"),
     case(["hrv-multi-object", "--max_prompts", "0"], "multi-object: --max_prompts 0",
          f"argument --max_prompts: {POS} 0"),
+    case(["hrv-multi-object", "--prompt_set", "empty.txt"], "multi-object: an empty prompt file",
+         "empty.txt has no prompt", setup="empty_prompt_file"),
     case(["hrv-multi-object-scores", "--seeds", "-1"], "multi-object scores: a negative seed",
          f"argument --seeds: {NONNEG} -1"),
     # the toy model's scripts
