@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -40,12 +41,17 @@ def test_paper_prompts_are_unchanged():
     assert safe_folder_name("a cubist style painting of a castle") == "a cubist style painting of a castle"
 
 
+def _hashed(name: str, kept: str) -> bool:
+    """``name`` is ``kept`` + '-' + 10 hex digits (a changed prompt keeps a name of its own)."""
+    return re.fullmatch(re.escape(kept) + r"-[0-9a-f]{10}", name) is not None
+
+
 def test_what_is_removed():
-    assert safe_folder_name("a/b") == "ab"
-    assert safe_folder_name("../../etc") == "etc"
-    assert safe_folder_name("a\\b") == "ab"
-    assert safe_folder_name("a\x00b") == "ab"
-    assert safe_folder_name(" spaced prompt ") == "spaced prompt"
+    assert _hashed(safe_folder_name("a/b"), "ab")
+    assert _hashed(safe_folder_name("../../etc"), "etc")
+    assert _hashed(safe_folder_name("a\\b"), "ab")
+    assert _hashed(safe_folder_name("a\x00b"), "ab")
+    assert _hashed(safe_folder_name(" spaced prompt "), "spaced prompt")
     assert safe_folder_name("猫の写真") == "猫の写真"
     assert safe_folder_name("photo of a T-shirt, 4k") == "photo of a T-shirt, 4k"
 
@@ -82,3 +88,13 @@ def test_child_dir_accepts_children_and_refuses_symlinks_out(tmp_path):
     with pytest.raises(ValueError):
         child_dir(root, "link")
     assert not (root / "a b").exists()  # nothing is created
+
+
+def test_prompts_that_sanitize_alike_get_distinct_folders():
+    """Issue 14: 'a/b' and 'ab' (and 'a cat' with a trailing space) used to share one folder of images."""
+    groups = [["ab", "a/b", "a\\b", "a\x00b"], ["a red car", "a red car ", " a red car", "a red/car"],
+              ["x" * 500, "x" * 499 + "/"]]
+    for prompts in groups:
+        names = [safe_folder_name(p) for p in prompts]
+        assert len(set(names)) == len(prompts), names
+    assert safe_folder_name("ab") == "ab" and safe_folder_name("a red car") == "a red car"  # safe prompts unchanged

@@ -16,7 +16,6 @@ Writes JSON (settings, rates per method, one record per image) after every batch
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402
 
 METHODS = ("sd", "standard", "hrv")
 
@@ -88,20 +88,22 @@ def merge(paths, out: Path) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=64, help="captions, one seed each (default: 64)")
-    p.add_argument("--seed", type=int, default=0, help="scenes and latents: seed + i (default: 0)")
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--n", type=positive_int, default=64, help="captions, one seed each (default: 64)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="scenes and latents: seed + i (default: 0)")
     p.add_argument("--split", default="all", help="scene split: all, train or heldout (default: all)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--res_standard", type=int, default=8, help="standard A&E: the CA layers at RxR (default: 8)")
-    p.add_argument("--res_hrv", type=int, default=8, help="A&E-HRV: maps resampled to RxR (default: 8)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to evaluate")
+    p.add_argument("--res_standard", type=positive_int, default=8,
+                   help="standard A&E: the CA layers at RxR (default: 8)")
+    p.add_argument("--res_hrv", type=positive_int, default=8, help="A&E-HRV: maps resampled to RxR (default: 8)")
     p.add_argument("--concept", default="Shape", help="the HRV concept of the shape nouns (default: Shape)")
-    p.add_argument("--steps", type=int, default=50, help="PNDM steps (default: 50)")
-    p.add_argument("--batch_size", type=int, default=32, help="(default: 32)")
+    p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps (default: 50)")
+    p.add_argument("--batch_size", type=positive_int, default=32, help="(default: 32)")
     p.add_argument("--device", default="cpu", help="(default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's; 1 is fastest on a busy "
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads (default: torch's; 1 is fastest on a busy "
                    "machine)")
-    p.add_argument("--max_refinement_steps", type=int, default=20, help="(default: 20)")
+    p.add_argument("--max_refinement_steps", type=nonnegative_int, default=20, help="(default: 20)")
     p.add_argument("--resume", action="store_true", help="continue an existing --out")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge reports of the same settings that ran different methods into --out, and stop")
@@ -146,7 +148,11 @@ def main(argv=None) -> int:
         if old["config"] != config:
             raise SystemExit(f"{out} was made with other settings: {old['config']}")
         report = old
+    from tqdm.auto import tqdm
+
     shape = latent_shape(pipe)
+    bar = tqdm(total=len(args.methods) * args.n, desc="A&E images", unit="image",
+               initial=sum(len(report["images"].get(m, [])) for m in args.methods))
     for method in args.methods:
         records = report["images"].setdefault(method, [])
         start_time = time.perf_counter()
@@ -162,6 +168,7 @@ def main(argv=None) -> int:
                 record = {"i": i, "caption": captions[i], **image_record(readings[j], scenes[i]),
                           "telemetry": telemetry_summary(result.records[j])}
                 records.append(record)
+            bar.update(len(index))
             report["methods"][method] = {
                 "images": len(records),
                 **{key: sum(r[key] for r in records) / len(records)
@@ -171,6 +178,7 @@ def main(argv=None) -> int:
             }
             write(report, out)
             print(method, json.dumps(report["methods"][method]), flush=True)
+    bar.close()
     report["paired"] = paired(report)
     write(report, out)
     for method, rates in report["methods"].items():

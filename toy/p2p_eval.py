@@ -9,7 +9,6 @@ cases: source | P2P | P2P-HRV | target alone, one row each, 4x enlarged).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,6 +25,7 @@ from hrv_diffusion.core.models import load_pipeline  # noqa: E402
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
 from hrv_diffusion.hrv.vectors import load_hrv  # noqa: E402
 from hrv_diffusion.toy.p2p import METHODS, color_cases, evaluate_color_edits  # noqa: E402
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402
 
 
 def example_grid(images: np.ndarray, rows: int, per_case: int, scale: int = 4, gap: int = 2) -> np.ndarray:
@@ -40,12 +40,13 @@ def example_grid(images: np.ndarray, rows: int, per_case: int, scale: int = 4, g
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=64, help="cases (one seed each) (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="scenes and the first seed (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=50, help="PNDM steps (default: %(default)s)")
-    p.add_argument("--batch_size", type=int, default=64, help="rows per call, 4 per case (default: %(default)s)")
-    p.add_argument("--self_max_queries", type=int, default=None,
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--n", type=positive_int, default=64, help="cases (one seed each) (default: %(default)s)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="scenes and the first seed (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps (default: %(default)s)")
+    p.add_argument("--batch_size", type=positive_int, default=64,
+                   help="rows per call, 4 per case (default: %(default)s)")
+    p.add_argument("--self_max_queries", type=positive_int, default=None,
                    help="self-attention replaced at most at this many queries (default: the model's rule, "
                         "(latent side / 4)^2 = 16: the toy's 4 x 4 layer)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     cases = color_cases(args.n, args.seed)
     start = time.perf_counter()
     result = evaluate_color_edits(pipe, hrv, cases, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                                  self_max_queries=args.self_max_queries)
+                                  self_max_queries=args.self_max_queries, progress=True)
     seconds = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ the share of images where the evaluator found as many objects as the caption has
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,19 +19,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, fraction, nonnegative_float,  # noqa: E402
+                                      nonnegative_int, positive_int)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="a toy diffusers folder (or any card load_pipeline accepts)")
-    p.add_argument("--n", type=int, default=256)
-    p.add_argument("--split", default="heldout", choices=("heldout", "train", "all"))
-    p.add_argument("--two_object_fraction", type=float, default=0.0)
-    p.add_argument("--steps", type=int, default=50, help="PNDM steps")
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--n", type=positive_int, default=256, help="captions, one image each")
+    p.add_argument("--split", default="heldout", choices=("heldout", "train", "all"),
+                   help="scene split: color-shape pairs held out of training, the training ones, or all")
+    p.add_argument("--two_object_fraction", type=fraction, default=0.0, help="fraction of two-object captions")
+    p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps")
+    p.add_argument("--guidance", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the scenes and latents")
+    p.add_argument("--batch_size", type=positive_int, default=64, help="images per call")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--grid", help="write the images as one PNG grid here")
     args = p.parse_args(argv)
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
     pipe = load_pipeline(args.model, dtype="float32", device=device)
     result, images, scenes = evaluate_pipeline(
         pipe, n=args.n, seed=args.seed, split=args.split, two_object_fraction=args.two_object_fraction,
-        steps=args.steps, guidance=args.guidance, batch_size=args.batch_size, return_images=True)
+        steps=args.steps, guidance=args.guidance, batch_size=args.batch_size, return_images=True,
+        progress=True)
     result = {"model": args.model, "device": device, **result}
     text = json.dumps(result, indent=2)
     print(text)

@@ -7,7 +7,6 @@ Writes OUT/weakening_results.json (every concept, every attribute) and OUT/weake
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,18 +22,21 @@ from hrv_diffusion.hrv.files import OutputNames, read_hrv  # noqa: E402
 from hrv_diffusion.hrv.vectors import TOY_HRV_DIR  # noqa: E402
 from hrv_diffusion.toy.weakening import weakening_curves  # noqa: E402
 from hrv_diffusion.apps.weakening_plots import plot_weakening_curves  # noqa: E402
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--final_result", default=str(TOY_HRV_DIR), help="folder of the toy HRV files (default: shipped)")
     p.add_argument("--prompt", default="toy", help="prompt-list name of the HRV files")
-    p.add_argument("--concepts", nargs="+", default=["Color", "Shape", "Size", "Position", "Background"])
-    p.add_argument("--k", type=int, nargs="+", default=[0, 7, 14, 28], help="heads weakened (56 in all)")
-    p.add_argument("--n", type=int, default=32, help="captions (one image each) per (order, k)")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--seed", type=int, default=2)
-    p.add_argument("--out", default="docs/toy")
+    p.add_argument("--concepts", nargs="+", default=["Color", "Shape", "Size", "Position", "Background"],
+                   help="concepts whose heads are weakened, one curve each")
+    p.add_argument("--k", type=nonnegative_int, nargs="+", default=[0, 7, 14, 28], help="heads weakened (56 in all)")
+    p.add_argument("--n", type=positive_int, default=32, help="captions (one image each) per (order, k)")
+    p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps")
+    p.add_argument("--seed", type=nonnegative_int, default=2, help="seed of the captions and latents")
+    p.add_argument("--out", default="docs/toy", help="folder for the JSON results and the plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     concepts = read_concept_set(resolve_description("toy_concepts"))
     names = OutputNames(last_epoch=1, negative_prompt=False, prompt=args.prompt, description="toy_concepts",
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
     pipe = load_pipeline("toy")
     start = time.perf_counter()
     results = weakening_curves(pipe, hrv, list(concepts.names), args.concepts, args.k, n=args.n, seed=args.seed,
-                               steps=args.steps)
+                               steps=args.steps, progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": "toy", "n_captions": args.n, "steps": args.steps, "seed": args.seed, "k": args.k,

@@ -32,10 +32,9 @@ def safe_folder_name(prompt: str) -> str:
     contains a separator or NUL, never starts with '.', is never '.' or '..', is never empty and is at most
     ``MAX_CHARS`` characters (and ``MAX_BYTES`` UTF-8 bytes).
 
-    Two prompts that would collide through truncation keep distinct names: a name that had to be shortened ends
-    in '-' + the first 10 hex digits of the prompt's SHA-1. A prompt with nothing usable left (``''``, ``'..'``,
-    ``'\\x00'``) becomes ``prompt-{sha1 prefix}``. Different prompts that differ only in removed characters (``a/b``
-    and ``ab``) share a folder.
+    Two different prompts never share a folder: a name that had to be changed (characters removed, or shortened)
+    ends in '-' + the first 10 hex digits of the prompt's SHA-1, so ``a/b`` gives ``ab-<hash>`` while ``ab`` keeps
+    ``ab``. A prompt with nothing usable left (``''``, ``'..'``, ``'\\x00'``) becomes ``prompt-{sha1 prefix}``.
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
@@ -45,7 +44,7 @@ def safe_folder_name(prompt: str) -> str:
     name = kept.strip().lstrip(".").strip()
     if not name:
         return f"prompt-{_digest(prompt)}"
-    if _fits(name, MAX_CHARS, MAX_BYTES):
+    if name == prompt and _fits(name, MAX_CHARS, MAX_BYTES):
         return name
     suffix = f"-{_digest(prompt)}"
     head = name[: MAX_CHARS - len(suffix)]

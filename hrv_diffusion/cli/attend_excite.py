@@ -16,6 +16,8 @@ from pathlib import Path
 
 from hrv_diffusion.cli.relevance import SD_CARD
 from hrv_diffusion.errors import UserError
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, positive_float,
+                                      positive_int)
 
 
 def parse_thresholds(values) -> dict[int, float]:
@@ -35,29 +37,31 @@ def parse_thresholds(values) -> dict[int, float]:
 def add_method_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the A&E method and of generation, shared by the one-prompt and benchmark commands."""
     g = p.add_argument_group("method (published flags)")
-    g.add_argument("--gpu_num", type=int, default=0, help="CUDA device index (default: 0; under torchrun LOCAL_RANK)")
+    g.add_argument("--gpu_num", type=nonnegative_int, default=0,
+                   help="CUDA device index (default: 0; under torchrun LOCAL_RANK)")
     g.add_argument("--model_card", default=SD_CARD, help=f"hub id, local diffusers folder, toy, tiny-sd or tiny-sdxl "
                    f"(default: {SD_CARD})")
     g.add_argument("--negative_prompt", action="store_true", help="use the reference's fixed negative prompt instead "
                    "of '' (SD 1.x)")
     g.add_argument("--concepts", nargs="+", default=None, help="A&E-HRV: one concept per target token, or one for "
                    "all (default: Animals for every target, as the reference's 'Animals Animals')")
-    g.add_argument("--n_inference_steps", type=int, default=50, help="PNDM steps; 50 make 51 evaluations (default: 50)")
-    g.add_argument("--guidance_scale", type=float, default=7.5, help="(default: 7.5)")
-    g.add_argument("--max_iter_to_alter", type=int, default=25,
+    g.add_argument("--n_inference_steps", type=positive_int, default=50,
+                   help="PNDM steps; 50 make 51 evaluations (default: 50)")
+    g.add_argument("--guidance_scale", type=nonnegative_float, default=7.5, help="(default: 7.5)")
+    g.add_argument("--max_iter_to_alter", type=nonnegative_int, default=25,
                    help="gradient steps at evaluations 0 .. N-1 (default: 25)")
-    g.add_argument("--attention_res", type=int, default=None,
+    g.add_argument("--attention_res", type=positive_int, default=None,
                    help="R of the R x R maps (default: latent/8 for A&E-HRV, latent/4 for standard A&E: 8 and 16 on "
                         "SD v1.4 at 512², 16 and 32 on SDXL at 1024²)")
     g.add_argument("--thresholds", nargs="+", default=["0:0.05", "10:0.5", "20:0.8"], metavar="EVAL:THRESHOLD",
                    help="iterative refinement at these evaluations while loss > 1 - threshold "
                         "(default: 0:0.05 10:0.5 20:0.8)")
-    g.add_argument("--scale_factor", type=float, default=20.0, help="step size scale (default: 20)")
-    g.add_argument("--scale_range", type=float, nargs=2, default=[1.0, 0.5], metavar=("START", "END"),
+    g.add_argument("--scale_factor", type=nonnegative_float, default=20.0, help="step size scale (default: 20)")
+    g.add_argument("--scale_range", type=nonnegative_float, nargs=2, default=[1.0, 0.5], metavar=("START", "END"),
                    help="step size at evaluation i = scale_factor * sqrt(linspace(START, END, T))[i] (default: 1.0 0.5)")
     g.add_argument("--smooth_attentions", action="store_true", help="smooth each token's map before its max")
-    g.add_argument("--sigma", type=float, default=0.5, help="smoothing σ (default: 0.5)")
-    g.add_argument("--kernel_size", type=int, default=3, help="smoothing kernel size (default: 3)")
+    g.add_argument("--sigma", type=positive_float, default=0.5, help="smoothing σ (default: 0.5)")
+    g.add_argument("--kernel_size", type=positive_int, default=3, help="smoothing kernel size (default: 3)")
     g.add_argument("--experiment_num", default=None, help="names the folder exp_N (default: None -> exp_None; the "
                    "benchmark runner: the prompt set's name)")
     g.add_argument("--description", default="340_final_text_descriptions",
@@ -77,16 +81,16 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                    help="gaussian = exp(-x²/2σ²); diffusers = exp(-(x/2σ)²), √2 wider (default: from --anchor)")
     g.add_argument("--token_slice", choices=["1:77", "1:-1", "1:eot"], default=None,
                    help="token columns of the ×100 softmax (default: from --anchor: 1:77, diffusers 1:-1)")
-    g.add_argument("--max_refinement_steps", type=int, default=20, help="(default: 20)")
+    g.add_argument("--max_refinement_steps", type=nonnegative_int, default=20, help="(default: 20)")
     g.add_argument("--generator", choices=["auto", "cuda", "cpu"], default="auto",
                    help="latents from torch.Generator(cuda) (the reference; depends on the GPU model) or (cpu) "
                         "(portable); auto = cuda on a CUDA device (default: auto)")
     g.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                    help="(default: float32, the reference's)")
     g.add_argument("--device", default=None, help="torch device (default: cuda:GPU_NUM if available, else cpu)")
-    g.add_argument("--batch_size", type=int, default=4, help="seeds per batch (default: 4)")
-    g.add_argument("--height", type=int, default=None, help="pixels (default: the model's, 512 / 1024)")
-    g.add_argument("--width", type=int, default=None, help="pixels (default: the model's)")
+    g.add_argument("--batch_size", type=positive_int, default=4, help="seeds per batch (default: 4)")
+    g.add_argument("--height", type=positive_int, default=None, help="pixels (default: the model's, 512 / 1024)")
+    g.add_argument("--width", type=positive_int, default=None, help="pixels (default: the model's)")
     g.add_argument("--scheduler", choices=["pndm", "model"], default="pndm",
                    help="pndm = the paper's sampler; model = the card's own (default: pndm)")
     g.add_argument("--decode", choices=["round", "truncate"], default="round",
@@ -97,16 +101,16 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("prompt")
     g.add_argument("--prompt", required=True, help="the prompt (also the folder name)")
-    g.add_argument("--token_indices", type=int, nargs="+", default=None,
+    g.add_argument("--token_indices", type=nonnegative_int, nargs="+", default=None,
                    help="positions of the tokens to excite, SOT = 0 (default: --token_words, else the prompt's nouns "
                         "when nltk and its tagger data are installed, else the tokens are listed)")
     g.add_argument("--token_words", nargs="+", default=None, help="words to excite (all of their BPE pieces)")
     g.add_argument("--output_path", default="./applications/multi_concept_outputs",
                    help="(default: ./applications/multi_concept_outputs)")
-    g.add_argument("--seeds", type=int, nargs="+", default=[42], help="one image per seed (default: 42)")
+    g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[42], help="one image per seed (default: 42)")
     g.add_argument("--run_standard_attend_excite", action="store_true",
                    help="standard A&E: the mean over the heads of the CA layers at ATTENTION_RES (no HRV)")
     g.add_argument("--run_standard_sd", action="store_true", help="plain generation, no update (wins over "

@@ -4,8 +4,11 @@ Set ``HRV_DIFFUSION_DEBUG=1`` to see the traceback of a user error instead.
 """
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
+from pathlib import Path
 
 from hrv_diffusion.errors import UserError
 
@@ -81,3 +84,125 @@ def program_name(argv, default: str) -> str:
     if argv is not None or not sys.argv or not sys.argv[0]:
         return default
     return f"python {sys.argv[0]}" if sys.argv[0].endswith(".py") else os.path.basename(sys.argv[0])
+
+
+# ------------------------------------------------------------------------------------------------ --help
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and appends ``(default: X)`` to a flag's help, once: not when the help
+    already says its default, and not for a default of None, False or an empty list (a switch, or "not given")."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (not text or "default" in text.lower() or "%(default)" in text or default is argparse.SUPPRESS
+                or default is None or default is False or default == [] or action.nargs == 0):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# ------------------------------------------------------------------------------------------------ flag types
+# Each turns a bad value into argparse's one line: "argument --batch_size: must be a positive integer, got -3".
+
+def _number(text: str, kind, what: str):
+    try:
+        return kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, sizes, steps)."""
+    value = _number(text, int, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (indices, seeds, start steps)."""
+    value = _number(text, int, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def _finite(text: str, what: str) -> float:
+    value = _number(text, float, what)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (reweighting factors may be negative)."""
+    return _finite(text, "a finite number")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _finite(text, "a positive number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (guidance scales, step sizes)."""
+    value = _finite(text, "a number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1] (a fraction of the steps, a threshold)."""
+    value = _finite(text, "a number between 0 and 1")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text}")
+    return value
+
+
+def step_fraction(text: str) -> float:
+    """A fraction of the denoising steps: [0, 1], or a little above 1 (the reference's 1.01 means 'to the end')."""
+    value = _finite(text, "a fraction of the steps between 0 and 1.01")
+    if not 0 <= value <= 1.01:
+        raise argparse.ArgumentTypeError(f"must be a fraction of the steps between 0 and 1.01, got {text}")
+    return value
+
+
+def existing_file(text: str) -> str:
+    """A path to a file that exists."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"is a folder, not a file: {text}")
+    return text
+
+
+def nonempty_file(text: str) -> str:
+    """A path to a file that exists and has at least one non-blank line (a prompt file)."""
+    existing_file(text)
+    try:
+        lines = Path(text).expanduser().read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error.strerror}") from None
+    if not any(line.strip() for line in lines):
+        raise argparse.ArgumentTypeError(f"{text} is empty: give a file with one prompt per line")
+    return text
+
+
+def sdxl_prog(console_name: str) -> str:
+    """The program name of an SDXL entry point: the script's own name when run as a file (``*_sdxl.py``),
+    else its console-script name, so ``--help`` and errors name the SDXL command, not the SD one."""
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return script if "sdxl" in script else console_name
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line on stderr, exit status 2, like ``run_cli``'s:
+    ``error: argument --batch_size: must be a positive integer, got -3 (see PROG --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"error: {' '.join(str(message).split())} (see {self.prog} --help)\n")

@@ -1,47 +1,100 @@
-"""``make demo``: the whole HRV pipeline on the built-in toy model, on a CPU, in a few minutes.
+"""``make demo``: the whole HRV pipeline on the built-in toy model, on a CPU, in 1 to 1.5 minutes (README).
 
 text embeddings -> head relevance votes -> extraction of the published files -> a heatmap. The toy model
 (``hrv_diffusion/data/toy``, see toy/README.md) draws colored shapes; its concepts are Color, Shape, Size,
 Position and Background. ``--model_card tiny-sd`` runs the same on a random-weight model (machinery only).
+
+Speed. The toy model is tiny: its layers are too small for several threads to help, and on a shared or busy
+machine threads that wait for each other make a step several times slower (bench/demo_profile.py, 2 cores at a
+load of 5: 8 prompts took 186 s with 2 threads, 26 s with 1). So the votes run in
+``--workers`` processes of one thread each, each on a contiguous part of the prompts (``--subset_running``);
+the prompts, latents, words and batches are those of a single process, and extraction adds the shards.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
+
+
+def votes_command(common: list[str], prompt: str, prompts: int, batch_size: int, part: int, parts: int,
+                  quiet: bool) -> list[str]:
+    """The argv of one vote worker: part ``part`` of ``parts`` of the first ``prompts`` prompts."""
+    argv = common + ["--prompt", prompt, "--max_prompts", str(prompts), "--batch_size", str(batch_size),
+                     "--dtype", "float32", "--resume"]
+    if parts > 1:
+        argv += ["--subset_running", "--numerator", str(part), "--denominator", str(parts)]
+    return argv + (["--quiet"] if quiet else [])
+
+
+def run_votes(common: list[str], prompt: str, prompts: int, batch_size: int, workers: int, threads: int) -> int:
+    """Step 2: the vote counts, in-process (one worker) or in ``workers`` processes; the exit status."""
+    from hrv_diffusion.cli import relevance
+
+    if workers == 1:
+        import torch
+
+        torch.set_num_threads(threads)
+        return relevance.main(votes_command(common, prompt, prompts, batch_size, 1, 1, quiet=False))
+    print(f"   {workers} processes of {threads} thread(s) each; progress of the first:", flush=True)
+    package_root = str(Path(__file__).resolve().parents[2])  # this hrv_diffusion, installed or not
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=path)
+    procs = [subprocess.Popen([sys.executable, "-m", "hrv_diffusion.cli.relevance",
+                               *votes_command(common, prompt, prompts, batch_size, k, workers, quiet=k > 1)], env=env)
+             for k in range(1, workers + 1)]
+    codes = [p.wait() for p in procs]
+    return next((c for c in codes if c), 0)
+
+
+def default_workers(prompts: int, batch_size: int) -> int:
+    from hrv_diffusion.core.device import usable_cpus
+
+    batches = -(-prompts // batch_size)
+    return max(1, min(usable_cpus(), 4, batches))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="hrv-demo", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--output_dir", default="demo_output", help="folder for every output (created)")
+    p.add_argument("--model_card", default="toy",
+                   help="toy (the built-in trained toy model), tiny-sd or tiny-sdxl (random weights: machinery only), "
+                        "or a diffusers folder")
+    p.add_argument("--prompts", type=positive_int, default=64, help="how many prompts of the list (the first N)")
+    p.add_argument("--batch_size", type=positive_int, default=16, help="prompts per pipeline call")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="processes counting votes (default: the usable CPU cores, at most 4 and at most one per batch)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker")
+    return p
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output_dir", default="demo_output")
-    p.add_argument("--model_card", default="toy")
-    p.add_argument("--prompts", type=int, default=64, help="how many prompts of the list")
-    p.add_argument("--batch_size", type=int, default=16)
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
-    from hrv_diffusion.cli import extract, relevance, text_embeddings
+    from hrv_diffusion.cli import extract, text_embeddings
     from hrv_diffusion.hrv.files import read_hrv
     from hrv_diffusion.apps.visualize import plot_hrv_heatmap
 
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if args.model_card.startswith("tiny"):
-        print(f"note: {args.model_card} is a tiny model with random weights, built in code: the outputs show the "
-              "pipeline working end to end, not meaningful concepts.")
     toy = args.model_card == "toy"
     description, prompt = ("toy_concepts", "toy") if toy else ("340_final_text_descriptions", "imagenet")
     common = ["--model_card", args.model_card, "--description", description]
+    workers = args.workers or default_workers(args.prompts, args.batch_size)
     os.chdir(out)
     steps = [
-        ("1/3 text embeddings of the concept words", text_embeddings.main, common),
-        ("2/3 head relevance votes", relevance.main,
-         common + ["--prompt", prompt, "--max_prompts", str(args.prompts), "--batch_size", str(args.batch_size),
-                   "--dtype", "float32", "--resume"]),
-        ("3/3 extraction", extract.main, common + ["--prompt", prompt]),
+        ("1/3 text embeddings of the concept words", lambda: text_embeddings.main(common)),
+        ("2/3 head relevance votes",
+         lambda: run_votes(common, prompt, args.prompts, args.batch_size, workers, args.threads)),
+        ("3/3 extraction", lambda: extract.main(common + ["--prompt", prompt])),
     ]
-    for title, fn, argv_ in steps:
+    for title, fn in steps:
         print(f"== {title}", flush=True)
-        code = fn(argv_)
+        code = fn()
         if code:
             return code
     final = out / "final_result"

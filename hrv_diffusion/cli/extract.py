@@ -25,6 +25,7 @@ from hrv_diffusion.hrv.shards import (NotAShardError, Shard, ShardFormatError, f
                                       merge_shards)
 from hrv_diffusion.cli.common import run_cli
 from hrv_diffusion.errors import UserError
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
 
 SHARD_MAKER = "head_relevance_calculation.py"
 
@@ -34,9 +35,12 @@ class ExtractError(UserError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
+        formatter_class=HelpFormatter,
         prog="extract_head_relevance_vectors.py",
-        description="Merge HRV vote-count shards and write category_vectors, head_index, head_roles, ... files.",
+        description="Merge HRV vote-count shards and write category_vectors, head_index, head_roles, ... files. "
+                    "Assumes SD v1.4's shards (--model_card CompVis/stable-diffusion-v1-4); choose another model "
+                    "with --model_card.",
     )
     parser.add_argument("--results_dir", default=None,
                         help="folder with the shards (*.npz); default OUTPUT_DIR/results")
@@ -52,9 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", default="imagenet", help="prompt list name (or file) the shards were made with")
     parser.add_argument("--description", default="340_final_text_descriptions", help="concept word set name")
     parser.add_argument("--model_card", default="CompVis/stable-diffusion-v1-4",
-                        help="selects shards of this model (by its model_version, e.g. sd_v1_4)")
+                        help="the model the shards were made with; only its shards are used (matched by model version: "
+                             "sd_v1_4 for the default SD v1.4; pass stabilityai/stable-diffusion-xl-base-1.0 for SDXL, "
+                             "toy or tiny-sd for the built-in models, or the same card or folder given to "
+                             "head_relevance_calculation.py)")
     parser.add_argument("--negative_prompt", action="store_true", help="select shards made with the negative prompt")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
                         help="use epochs 1..E (all must be present); default: every epoch found")
     parser.add_argument("--allow_partial", action="store_true",
                         help="write HRVs even when prompts, epochs or shard files are missing or unfinished; the "

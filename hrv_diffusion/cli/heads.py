@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from hrv_diffusion.errors import UserError
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter
 
 EXAMPLES = """\
 examples:
@@ -33,13 +34,13 @@ Exit status: 0 on success, 2 when the model cannot be found or read.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hrv-heads",
         description="List the cross-attention (CA) heads of a Stable Diffusion UNet in the published HRV order\n"
         "(place down, mid, up; then the layer in forward order; then the head), one per line:\n"
         "label<TAB>module name<TAB>query resolution. Line i is entry i of every HRV vector.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL",
                         help="hub id, local diffusers folder, path to a UNet config.json, or tiny-sd / tiny-sdxl")

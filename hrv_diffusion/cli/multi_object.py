@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 METHODS = ("hrv", "standard", "sd")
 
@@ -18,20 +19,22 @@ def build_parser() -> argparse.ArgumentParser:
     from hrv_diffusion.apps.multi_object import PROMPT_SETS
     from hrv_diffusion.cli.attend_excite import add_method_flags
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("benchmark")
     g.add_argument("--prompt_set", default="animals", help=f"{' | '.join(PROMPT_SETS)} (66 and 150 prompts) or a file "
                    "with one prompt 'a X and a Y' per line (default: animals)")
     g.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="hrv = A&E-HRV, standard = standard A&E, sd = plain SD (default: all three)")
-    g.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of every prompt (default: --num_seeds)")
-    g.add_argument("--num_seeds", type=int, default=64, help="seeds 0 .. N-1, as the A&E paper's 64 (default: 64)")
+    g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=None,
+                   help="seeds of every prompt (default: --num_seeds)")
+    g.add_argument("--num_seeds", type=positive_int, default=64,
+                   help="seeds 0 .. N-1, as the A&E paper's 64 (default: 64)")
     g.add_argument("--output_path", default="./applications/multi_concept_outputs",
                    help="(default: ./applications/multi_concept_outputs)")
-    g.add_argument("--max_prompts", type=int, default=None, help="only the first N prompts of the set")
+    g.add_argument("--max_prompts", type=positive_int, default=None, help="only the first N prompts of the set")
     g.add_argument("--subset_running", action="store_true", help="run only part NUMERATOR of DENOMINATOR of the prompts")
-    g.add_argument("--numerator", type=int, default=1, help="(default: 1)")
-    g.add_argument("--denominator", type=int, default=1, help="(default: 1)")
+    g.add_argument("--numerator", type=positive_int, default=1, help="(default: 1)")
+    g.add_argument("--denominator", type=positive_int, default=1, help="(default: 1)")
     add_method_flags(p)
     p.set_defaults(experiment_num=None)
     return p

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--prompt_set", default="animals", help="animals | colored_animals | a prompt file")
     p.add_argument("--output_path", default="./applications/multi_concept_outputs", help="where the images are")
     p.add_argument("--experiment_num", default=None, help="exp_N folder (default: the prompt set's name, as "
                    "multi_object_benchmark.py writes)")
-    p.add_argument("--methods", nargs="+", choices=["hrv", "standard", "sd"], default=["hrv", "standard", "sd"])
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: every image found)")
+    p.add_argument("--methods", nargs="+", choices=["hrv", "standard", "sd"], default=["hrv", "standard", "sd"],
+                   help="which methods' images to score")
+    p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=None,
+                   help="only these seeds (default: every image found)")
     p.add_argument("--out_dir", default=None, help="where the CSVs go (default: OUTPUT_PATH)")
     p.add_argument("--clip_model", default="ViT-H-14", help="open_clip model name")
     p.add_argument("--clip_pretrained", default="laion2b_s32b_b79k", help="open_clip tag or a checkpoint file")

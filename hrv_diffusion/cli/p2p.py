@@ -17,29 +17,33 @@ import argparse
 from pathlib import Path
 
 from hrv_diffusion.cli.relevance import SD_CARD
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, fraction, nonnegative_float, nonnegative_int,
+                                      positive_int)
 
 DEFAULT_SEEDS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 
 
 def add_model_flags(g, default_card: str = SD_CARD) -> None:
     """The published flags that the benchmark runner shares (model, steps, windows, HRV files)."""
-    g.add_argument("--gpu_num", type=int, default=0, help="CUDA device index (under torchrun: LOCAL_RANK)")
+    g.add_argument("--gpu_num", type=nonnegative_int, default=0, help="CUDA device index (under torchrun: LOCAL_RANK)")
     g.add_argument("--model_card", default=default_card,
                    help="hub id or local folder of an SD 1.x/2.x or SDXL model, or toy / tiny-sd / tiny-sdxl")
-    g.add_argument("--n_inference_steps", type=int, default=50, help="PNDM steps (50 steps = 51 UNet evaluations)")
-    g.add_argument("--guidance_scale", type=float, default=7.5, help="classifier-free guidance scale")
-    g.add_argument("--token_restoration_start_step", type=int, default=0,
+    g.add_argument("--n_inference_steps", type=positive_int, default=50,
+                   help="PNDM steps (50 steps = 51 UNet evaluations)")
+    g.add_argument("--guidance_scale", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
+    g.add_argument("--token_restoration_start_step", type=nonnegative_int, default=0,
                    help="first UNet evaluation at which P2P-HRV restores the target token (before it: plain P2P)")
     g.add_argument("--replace_all_heads", action="store_true",
                    help="restore the target token in every head with factor 1 (folder all_heads_{self}); "
                         "--use_soft_vector wins when both are given")
-    g.add_argument("--cross_replace_steps", type=float, default=0.8,
+    g.add_argument("--cross_replace_steps", type=fraction, default=0.8,
                    help="P2P-HRV cross-attention window: evaluations < int(f * (steps + 1))")
-    g.add_argument("--self_replace_steps", type=float, default=0.9,
+    g.add_argument("--self_replace_steps", type=fraction, default=0.9,
                    help="P2P-HRV self-attention window: evaluations < int(f * steps)")
-    g.add_argument("--original_p2p_cross_replace_steps", type=float, default=0.8,
+    g.add_argument("--original_p2p_cross_replace_steps", type=fraction, default=0.8,
                    help="the P2P baseline's cross window")
-    g.add_argument("--original_p2p_self_replace_steps", type=float, default=0.4, help="the P2P baseline's self window")
+    g.add_argument("--original_p2p_self_replace_steps", type=fraction, default=0.4,
+                   help="the P2P baseline's self window")
     g.add_argument("--experiment_num", default="1", help="outputs go to OUTPUT_PATH/exp_N")
     g.add_argument("--category_vectors_path", default=None,
                    help="HRV file (category_vectors_*.npy; its head_index_*.npy beside it); overrides --hrv")
@@ -82,21 +86,21 @@ def add_added_flags(g) -> None:
                         "the map store); suffix _blend")
     g.add_argument("--blend_with_hrv", action="store_true",
                    help="P2P-HRV methods: blending maps weighted by the HRV instead of a mean over heads")
-    g.add_argument("--blend_threshold", type=float, default=0.3,
+    g.add_argument("--blend_threshold", type=fraction, default=0.3,
                    help="local blending keeps the pixels whose max-normalized word map exceeds this")
-    g.add_argument("--blend_resolution", type=int, default=None,
+    g.add_argument("--blend_resolution", type=positive_int, default=None,
                    help="resolution of the blending and mask maps (default: the model's CA resolution nearest to a "
                         "quarter of the latent side: 16 for SD v1.4, 32 for SDXL)")
     g.add_argument("--mapper_tail", choices=["reference", "aligned"], default="reference",
                    help="word-swap mapper after the last swapped word: reference = M[j, j] (misaligned after a swap "
                         "that changes the token count, as published) or aligned = M[i, j]; aligned adds _aligned")
-    g.add_argument("--self_max_queries", type=int, default=None,
+    g.add_argument("--self_max_queries", type=positive_int, default=None,
                    help="self-attention is replaced in layers with at most this many queries (default: "
                         "(latent side / 4)^2: 256 = 16x16 for SD v1.4 as in the reference, 1024 for SDXL)")
     g.add_argument("--save_masks", action="store_true",
                    help="also write each pair's swapped-word region in the source image (masks/), for the "
                         "preservation metrics")
-    g.add_argument("--batch_size", type=int, default=16,
+    g.add_argument("--batch_size", type=positive_int, default=16,
                    help="at most this many images (rows) per pipeline call; a seed's source and edits stay together")
     g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                    help="auto = float16 on CUDA, float32 on CPU; float32 is the faithful mode")
@@ -112,10 +116,10 @@ def add_added_flags(g) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("published flags")
     g.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT", help="SOURCE TARGET (required)")
-    g.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS, help="one image per seed")
+    g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=DEFAULT_SEEDS, help="one image per seed")
     g.add_argument("--concepts", nargs="*", default=["Color"],
                    help="one P2P-HRV method and folder per concept; no value: the P2P baseline alone")
     g.add_argument("--target_token", default=None,

@@ -20,12 +20,13 @@ import argparse
 import os
 
 from hrv_diffusion.cli.p2p import DEFAULT_SEEDS, add_added_flags, add_model_flags, show_defaults
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
     from hrv_diffusion.apps.p2p_benchmark import SETS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("benchmark")
     g.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="editing sets to run")
     g.add_argument("--methods", nargs="+", choices=["p2p", "p2p_hrv", "all_heads"], default=["p2p", "p2p_hrv"],
@@ -34,13 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts_dir", default=None,
                    help="folder of the sets' CSVs (default: the package's; the published "
                         "applications/benchmark_prompts/ works too)")
-    g.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS, help="one image per seed and method")
-    g.add_argument("--max_pairs", type=int, default=None, help="only the first N pairs of each set (a quick look)")
+    g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=DEFAULT_SEEDS,
+                   help="one image per seed and method")
+    g.add_argument("--max_pairs", type=positive_int, default=None,
+                   help="only the first N pairs of each set (a quick look)")
     g.add_argument("--output_path", default="./applications/image_editing_benchmark", help="root of the outputs")
     g.add_argument("--no_masks", action="store_true", help="do not write masks/ (the preservation metrics need it)")
     g.add_argument("--subset_running", action="store_true", help="run only part NUMERATOR of DENOMINATOR of the work")
-    g.add_argument("--numerator", type=int, default=1, help="which part, 1..DENOMINATOR")
-    g.add_argument("--denominator", type=int, default=1, help="into how many parts the work is split")
+    g.add_argument("--numerator", type=positive_int, default=1, help="which part, 1..DENOMINATOR")
+    g.add_argument("--denominator", type=positive_int, default=1, help="into how many parts the work is split")
     add_model_flags(p.add_argument_group("P2P-HRV flags (as in p2p_hrv.py)"))
     add_added_flags(p.add_argument_group("added"))
     show_defaults(p)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--output_path", default="./applications/image_editing_benchmark",
                    help="the generation output folder holding exp_{N}/ (default: %(default)s)")
     p.add_argument("--experiment_num", default="1", help="selects exp_{N}/ (default: %(default)s)")
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open_clip pretrained tag or a local checkpoint path (default: %(default)s)")
     p.add_argument("--clip_cache_dir", default=None, help="open_clip cache folder for the weights (default: none)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch_size", type=int, default=32, help="images per CLIP forward pass (default: %(default)s)")
+    p.add_argument("--batch_size", type=positive_int, default=32,
+                   help="images per CLIP forward pass (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

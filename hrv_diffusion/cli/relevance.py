@@ -10,22 +10,29 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, positive_int
 
 SD_CARD = "CompVis/stable-diffusion-v1-4"
 SDXL_CARD = "stabilityai/stable-diffusion-xl-base-1.0"
 
 
-def build_parser(default_card: str = SD_CARD, default_batch: int = 16) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
+                 prog: str | None = None) -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog=prog,
         description="Generate images from many prompts while every cross-attention head votes for the concept it "
                     "attends to most; write the vote counts (one shard per process and epoch) to OUTPUT_DIR/results/. "
                     "Then run extract_head_relevance_vectors.py to turn the counts into HRVs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     g = p.add_argument_group("published flags")
-    g.add_argument("--gpu_num", type=int, default=0, help="CUDA device index (under torchrun: LOCAL_RANK is used)")
+    g.add_argument("--gpu_num", type=nonnegative_int, default=0,
+                   help="CUDA device index (under torchrun: LOCAL_RANK is used)")
     g.add_argument("--subset_running", action="store_true", help="run only part NUMERATOR of DENOMINATOR of the prompts")
-    g.add_argument("--numerator", type=int, default=1)
-    g.add_argument("--denominator", type=int, default=5)
+    g.add_argument("--numerator", type=positive_int, default=1,
+                   help="with --subset_running: which part of the prompts to run, 1..DENOMINATOR")
+    g.add_argument("--denominator", type=positive_int, default=5,
+                   help="with --subset_running: into how many equal, contiguous parts the prompt list is split "
+                        "(run NUMERATOR = 1..DENOMINATOR, e.g. one per GPU, then extract merges the shards)")
     g.add_argument("--prompt", default="imagenet",
                    help="prompt list: a name (prompt/prompt_list_NAME.txt, here first, then the project's prompt/; "
                         "built in: imagenet, merged) or a path")
@@ -35,26 +42,28 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16) -> argpar
                    help="hub id, local diffusers folder, or a built-in model (tiny-sd, tiny-sdxl)")
     g.add_argument("--negative_prompt", action="store_true",
                    help="use the reference's fixed negative prompt instead of '' (SD 1.x only; not used in the paper)")
-    g.add_argument("--epochs", type=int, default=1, help="passes over the prompts; each draws new words")
-    g.add_argument("--num_words_per_concept", type=int, default=None, help="check the concept set has this many words per concept")
-    g.add_argument("--num_concepts", type=int, default=None, help="check the concept set has this many concepts")
+    g.add_argument("--epochs", type=positive_int, default=1, help="passes over the prompts; each draws new words")
+    g.add_argument("--num_words_per_concept", type=positive_int, default=None,
+                   help="check the concept set has this many words per concept")
+    g.add_argument("--num_concepts", type=positive_int, default=None,
+                   help="check the concept set has this many concepts")
     g = p.add_argument_group("added")
-    g.add_argument("--batch_size", type=int, default=default_batch, help="prompts per pipeline call")
+    g.add_argument("--batch_size", type=positive_int, default=default_batch, help="prompts per pipeline call")
     g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                    help="auto = float16 on CUDA, float32 on CPU")
     g.add_argument("--device", default=None, help="torch device (default: cuda:GPU_NUM if CUDA is available, else cpu)")
-    g.add_argument("--seed", type=int, default=22, help="seed of latents and word sampling")
+    g.add_argument("--seed", type=nonnegative_int, default=22, help="seed of latents and word sampling")
     g.add_argument("--legacy_seeding", action="store_true",
                    help="reproduce the reference's latents: one CPU generator seeded SEED, one randn per prompt in order")
-    g.add_argument("--num_inference_steps", type=int, default=50, help="50 PNDM steps = 51 UNet evaluations")
-    g.add_argument("--guidance_scale", type=float, default=7.5)
+    g.add_argument("--num_inference_steps", type=positive_int, default=50, help="50 PNDM steps = 51 UNet evaluations")
+    g.add_argument("--guidance_scale", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
     g.add_argument("--scheduler", choices=["pndm", "model"], default="pndm",
                    help="pndm = the paper's sampler; model = the card's own scheduler")
     g.add_argument("--output_dir", default=".", help="embeddings are read from OUTPUT_DIR/word_lists, shards written to OUTPUT_DIR/results")
     g.add_argument("--embeddings", default=None, help="text-embedding file (default: OUTPUT_DIR/word_lists/...)")
     g.add_argument("--resume", action="store_true", help="continue existing shards instead of refusing to overwrite them")
-    g.add_argument("--checkpoint_every", type=int, default=100, help="save the shard every N prompts")
-    g.add_argument("--max_prompts", type=int, default=None, help="use only the first N prompts of the list")
+    g.add_argument("--checkpoint_every", type=positive_int, default=100, help="save the shard every N prompts")
+    g.add_argument("--max_prompts", type=positive_int, default=None, help="use only the first N prompts of the list")
     g.add_argument("--compile", action="store_true", help="compile every UNet region but the cross-attention layers (faster on GPUs for long runs)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--model_version", default=None,
@@ -148,14 +157,21 @@ def run(args) -> int:
 
 
 def main(argv=None, default_card: str = SD_CARD, default_batch: int = 16,
-         program: str = "head_relevance_calculation.py") -> int:
+         program: str = "head_relevance_calculation.py", prog: str | None = None) -> int:
     from hrv_diffusion.cli.common import program_name, run_cli
 
-    args = build_parser(default_card, default_batch).parse_args(argv)
+    args = build_parser(default_card, default_batch, prog).parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)  # to print the --resume command after Ctrl-C
     args._program = program_name(argv, program)
     return run_cli(run, args)
 
 
 def main_sdxl(argv=None) -> int:
-    return main(argv, default_card=SDXL_CARD, default_batch=4, program="head_relevance_calculation_sdxl.py")
+    from hrv_diffusion.cli.common import sdxl_prog
+
+    return main(argv, default_card=SDXL_CARD, default_batch=4, program="head_relevance_calculation_sdxl.py",
+                prog=sdxl_prog("hrv-relevance-sdxl"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,6 +15,7 @@ from hrv_diffusion.hrv.embeddings import build_text_embeddings, embeddings_path,
 from hrv_diffusion.cli.common import run_cli
 from hrv_diffusion.core.device import resolve_device
 from hrv_diffusion.core.models import DTYPES, load_pipeline, model_version
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 
 @dataclass
@@ -33,30 +34,30 @@ class TextEmbeddingSettings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="descriptions_to_text_embeddings.py",
         description="Encode every word of a concept set with the text encoder of a Stable Diffusion model. "
                     "Writes OUTPUT_DIR/word_lists/text_embedding_{description}_{model_version}.safetensors "
                     "(embeddings (W, 77, D) float32, token lengths with SOT and EOT, and metadata naming the "
                     "model and the concept set) and prints its path.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--description", default=DEFAULT_DESCRIPTION,
                         help="concept set: a file path, or a NAME looked up as descriptions/NAME.txt|.csv in the "
                              "current directory, then in the project's descriptions/ folder")
     parser.add_argument("--model_card", default="CompVis/stable-diffusion-v1-4",
                         help="hub id (from the local cache), local diffusers folder, or tiny-sd / tiny-sdxl")
-    parser.add_argument("--gpu_num", type=int, default=0, help="use cuda:GPU_NUM when CUDA is available")
+    parser.add_argument("--gpu_num", type=nonnegative_int, default=0, help="use cuda:GPU_NUM when CUDA is available")
     parser.add_argument("--device", default=None, help="torch device (e.g. cpu, cuda:1); overrides --gpu_num")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                         help="model dtype; the stored embeddings are float32 either way")
-    parser.add_argument("--batch_size", type=int, default=32, help="words encoded per text-encoder call")
+    parser.add_argument("--batch_size", type=positive_int, default=32, help="words encoded per text-encoder call")
     parser.add_argument("--output_dir", default=".", help="folder that receives word_lists/")
     parser.add_argument("--prompt", default=None,
                         help="ignored here: accepted so that the three HRV scripts take the same flags")
-    parser.add_argument("--num_concepts", type=int, default=None,
+    parser.add_argument("--num_concepts", type=positive_int, default=None,
                         help="check that the set has this many concepts (the paper: 34)")
-    parser.add_argument("--num_words_per_concept", type=int, default=None,
+    parser.add_argument("--num_words_per_concept", type=positive_int, default=None,
                         help="check that every concept has this many words (the paper: 10); also splits a "
                              "words-only file into concepts")
     return parser

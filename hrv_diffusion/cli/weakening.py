@@ -18,35 +18,45 @@ import sys
 from pathlib import Path
 
 from hrv_diffusion.cli.relevance import SD_CARD, SDXL_CARD
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, finite_float, nonempty_file, nonnegative_float,
+                                      nonnegative_int, positive_int, step_fraction)
 
 
-def build_parser(default_card: str = SD_CARD) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(default_card: str = SD_CARD, prog: str | None = None) -> argparse.ArgumentParser:
+    description = __doc__
+    if default_card == SDXL_CARD:  # the SDXL script names itself
+        description = "head_perturbation_analysis_sdxl.py" + __doc__.split(":", 1)[1].replace(
+            "for one concept.", "for one concept, on SDXL (stabilityai/stable-diffusion-xl-base-1.0 by default).", 1)
+    p = ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     g = p.add_argument_group("published flags")
-    g.add_argument("--gpu_num", type=int, default=0)
+    g.add_argument("--gpu_num", type=nonnegative_int, default=0, help="CUDA device index (under torchrun: LOCAL_RANK)")
     g.add_argument("--prompt", default=None, help="one prompt (default: all prompts of --experiment_num)")
-    g.add_argument("--model_card", default=default_card)
+    g.add_argument("--model_card", default=default_card,
+                   help="hub id, local diffusers folder, or a built-in model (toy, tiny-sd, tiny-sdxl)")
     g.add_argument("--description_file_path", default=None, help="concept set giving the HRV row names "
                    "(default: --description resolved like the other scripts)")
-    g.add_argument("--description", default="340_final_text_descriptions")
+    g.add_argument("--description", default="340_final_text_descriptions",
+                   help="concept set: a name (descriptions/NAME.txt) or a path")
     g.add_argument("--prompt_type", default=None, help="prompt-list name in the HRV file names (default: merged if "
                    "its HRV is in --final_result, else the one prompt list whose HRV is there)")
-    g.add_argument("--seeds", type=int, nargs="+", default=[10, 20, 30])
+    g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[10, 20, 30], help="one image per seed")
     g.add_argument("--concept", nargs="+", default=None,
                    help="the concept whose heads are weakened (default: the experiment's concept, e.g. Image Style "
                         "for experiment 5)")
-    g.add_argument("--reweighting_factor", type=float, default=-2.0)
-    g.add_argument("--reweighting_steps", type=float, nargs=2, default=[0.0, 1.01],
+    g.add_argument("--reweighting_factor", type=finite_float, default=-2.0,
+                   help="the weakened heads' attention to the prompt tokens is multiplied by this")
+    g.add_argument("--reweighting_steps", type=step_fraction, nargs=2, default=[0.0, 1.01],
                    help="window over evaluations [int(s*T), int(e*T))")
-    g.add_argument("--heads_to_be_perturbed", type=int, nargs="+", default=None,
+    g.add_argument("--heads_to_be_perturbed", type=nonnegative_int, nargs="+", default=None,
                    help="k list (default: 0 1 11 ... 121 128 for 128 heads; 0 11 111 ... 1211 1300 for 1300)")
-    g.add_argument("--output_path", default="./ordered_weakening_analysis/hp_outputs")
-    g.add_argument("--n_inference_steps", type=int, default=50)
-    g.add_argument("--guidance_scale", type=float, default=7.5)
-    g.add_argument("--epochs", type=int, default=1, help="used in the HRV file names")
+    g.add_argument("--output_path", default="./ordered_weakening_analysis/hp_outputs", help="root of the images")
+    g.add_argument("--n_inference_steps", type=positive_int, default=50, help="PNDM steps (50 = 51 UNet evaluations)")
+    g.add_argument("--guidance_scale", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
+    g.add_argument("--epochs", type=positive_int, default=1, help="used in the HRV file names")
     g.add_argument("--experiment_num", default="1", help="1-9, 91-95, 991 (see construct_prompts.py --list)")
     g = p.add_argument_group("added")
-    g.add_argument("--prompt_file", default=None, help="prompts, one per line (instead of the experiment's)")
+    g.add_argument("--prompt_file", type=nonempty_file, default=None,
+                   help="prompts, one per line (instead of the experiment's)")
     g.add_argument("--final_result", default="final_result", help="folder of the HRV files")
     g.add_argument("--hrv", default=None,
                    help="'paper' (the paper's HRVs, from the cache hrv-published fills; the toy's ship with the "
@@ -58,17 +68,22 @@ def build_parser(default_card: str = SD_CARD) -> argparse.ArgumentParser:
                    help="prompt_tokens = every word token of the prompt (the reference); concept_word = only the "
                         "concept item's tokens")
     g.add_argument("--concept_word", default=None, help="the word for --weaken concept_word (default: the experiment's item)")
-    g.add_argument("--batch_size", type=int, default=16, help="at most this many images per pipeline call; a prompt's distinct images (84 of the "
+    g.add_argument("--batch_size", type=positive_int, default=16,
+                   help="at most this many images per pipeline call; a prompt's distinct images (84 of the "
                    "default 90) are split into even batches. 84 = one call per prompt: 39 GiB on SD v1.4, fastest on "
                    "an 80 GB card")
-    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
-    g.add_argument("--device", default=None)
-    g.add_argument("--subset_running", action="store_true")
-    g.add_argument("--numerator", type=int, default=1)
-    g.add_argument("--denominator", type=int, default=1)
+    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
+                   help="auto = float16 on CUDA, float32 on CPU")
+    g.add_argument("--device", default=None, help="torch device (default: cuda:GPU_NUM if available, else cpu)")
+    g.add_argument("--subset_running", action="store_true",
+                   help="run only part NUMERATOR of DENOMINATOR of the prompts (to split a run over processes)")
+    g.add_argument("--numerator", type=positive_int, default=1,
+                   help="with --subset_running: which part to run, 1..DENOMINATOR")
+    g.add_argument("--denominator", type=positive_int, default=1,
+                   help="with --subset_running: into how many equal, contiguous parts the prompts are split")
     g.add_argument("--compile", action="store_true", help="compile the UNet regions but cross-attention: about 10%% faster after a one-time "
                    "compile of 1-2 minutes (long GPU runs)")
-    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--overwrite", action="store_true",
                    help="regenerate prompt folders made with other settings (their images are deleted first)")
     g.add_argument("--allow_other_concept", action="store_true",
@@ -269,14 +284,18 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None, default_card: str = SD_CARD, program: str = "head_perturbation_analysis.py") -> int:
+def main(argv=None, default_card: str = SD_CARD, program: str = "head_perturbation_analysis.py",
+         prog: str | None = None) -> int:
     from hrv_diffusion.cli.common import program_name, run_cli
 
-    args = build_parser(default_card).parse_args(argv)
+    args = build_parser(default_card, prog).parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)  # to print the command that continues after Ctrl-C
     args._program = program_name(argv, program)
     return run_cli(run, args)
 
 
 def main_sdxl(argv=None) -> int:
-    return main(argv, default_card=SDXL_CARD, program="head_perturbation_analysis_sdxl.py")
+    from hrv_diffusion.cli.common import sdxl_prog
+
+    return main(argv, default_card=SDXL_CARD, program="head_perturbation_analysis_sdxl.py",
+                prog=sdxl_prog("hrv-weakening-sdxl"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hrv_diffusion.cli.common import run_cli
 from hrv_diffusion.errors import UserError
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -25,20 +26,20 @@ Exit status: 0 on success, 2 when a scores CSV is missing or malformed or an exp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="draw_plots.py",
         description="Plot ordered-weakening scores: MoRHF (most relevant heads first) vs LeRHF (least first).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES, formatter_class=HelpFormatter,
     )
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--experiment_num", type=int, nargs="+", help="experiments to plot (1-9, 91-95, 991)")
+    what.add_argument("--experiment_num", type=positive_int, nargs="+", help="experiments to plot (1-9, 91-95, 991)")
     what.add_argument("--scores", type=Path, help="one Key,Value scores CSV to plot (needs --concept)")
     parser.add_argument("--concept", default=None, help="plot title (default: the experiment's concept)")
     parser.add_argument("--results_dir", default="./ordered_weakening_analysis/hp_results",
                         help="where the scores CSVs are (default: %(default)s)")
     parser.add_argument("--plots_dir", default="./ordered_weakening_analysis/hp_plots",
                         help="where the plots are written (default: %(default)s)")
-    parser.add_argument("--drop_k", type=int, nargs="*", default=None,
+    parser.add_argument("--drop_k", type=nonnegative_int, nargs="*", default=None,
                         help="k values left out of the curves (default: 1, and also 11 when the largest k is 1300 "
                              "(SDXL), as in the paper; give no value to keep all)")
     parser.add_argument("--ylabel", default="CLIP Score", help="y-axis label (default: %(default)s)")
@@ -48,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also write a prompts x k grid of the generated images (with --experiment_num)")
     grid.add_argument("--output_path", default="./ordered_weakening_analysis/hp_outputs",
                       help="the generation output folder holding exp_{X}/ (default: %(default)s)")
-    grid.add_argument("--grid_seed", type=int, default=10, help="which seed's images (default: %(default)s)")
-    grid.add_argument("--grid_prompts", type=int, default=5,
+    grid.add_argument("--grid_seed", type=nonnegative_int, default=10,
+                      help="which seed's images (default: %(default)s)")
+    grid.add_argument("--grid_prompts", type=positive_int, default=5,
                       help="how many prompt folders (the first in name order; default: %(default)s)")
     return parser
 

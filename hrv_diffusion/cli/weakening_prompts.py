@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
 
 EXAMPLES = """\
 examples:
@@ -22,14 +23,15 @@ Exit status: 0 on success, 2 for an unknown experiment or an unwritable --out.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="construct_prompts.py",
         description="Print (or write) the prompts of one ordered-weakening experiment, one per line; "
                     "--list shows every experiment.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES, formatter_class=HelpFormatter,
     )
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--experiment_num", type=int, help="1-9, 91-95 (out-of-distribution items) or 991 (Tableware)")
+    what.add_argument("--experiment_num", type=positive_int,
+                      help="1-9, 91-95 (out-of-distribution items) or 991 (Tableware)")
     what.add_argument("--list", action="store_true", help="list the experiments: number, concept, template, count")
     parser.add_argument("--out", type=Path, default=None, help="write the prompts to this file (default: stdout)")
     parser.add_argument("--with_text", action="store_true",

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from hrv_diffusion.errors import UserError
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -29,18 +30,18 @@ missing weights, an unknown experiment or a prompt folder that matches none of t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="calculate_similarity.py",
         description="Score ordered-weakening images with CLIP and write hp_scores_wo_category_exp_{X}.csv "
                     "(+ a per-image CSV).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES, formatter_class=HelpFormatter,
     )
     parser.add_argument("--output_path", default="./ordered_weakening_analysis/hp_outputs",
                         help="the generation output folder holding exp_{X}/ (default: %(default)s)")
-    parser.add_argument("--experiment_num", type=int, required=True,
+    parser.add_argument("--experiment_num", type=positive_int, required=True,
                         help="1-9, 91-95 or 991 (see construct_prompts.py --list); selects exp_{X}/ and the CLIP texts")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 20, 30], help="default: %(default)s")
-    parser.add_argument("--heads_to_be_perturbed", type=int, nargs="+", default=None,
+    parser.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[10, 20, 30], help="default: %(default)s")
+    parser.add_argument("--heads_to_be_perturbed", type=nonnegative_int, nargs="+", default=None,
                         help="the k values to score (default: every {order}_{k} folder found)")
     parser.add_argument("--clip_model", default="ViT-H-14", help="open_clip model name (default: %(default)s)")
     parser.add_argument("--clip_pretrained", default="laion2b_s32b_b79k",
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results_dir", default="./ordered_weakening_analysis/hp_results",
                         help="where the CSVs are written (default: %(default)s)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch_size", type=int, default=32,
+    parser.add_argument("--batch_size", type=positive_int, default=32,
                         help="images per CLIP forward pass (default: %(default)s)")
     parser.add_argument("--scorer", default=None, metavar="MODULE:CALLABLE",
                         help="use another scorer instead of CLIP: a callable (class or function) taking no "

@@ -6,7 +6,9 @@ SDXL pipeline from the model's own ``model_index.json`` and, by default, install
 """
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -130,6 +132,18 @@ def paper_scheduler(config):
     )
 
 
+_WARNED_RANDOM: set[str] = set()  # tiny models already announced in this process (one line each)
+
+
+def warn_random_weights(card: str) -> None:
+    """One line on stderr, once per process: ``tiny-sd``/``tiny-sdxl`` have random weights (silent under pytest)."""
+    if card in _WARNED_RANDOM or "PYTEST_CURRENT_TEST" in os.environ:
+        return
+    _WARNED_RANDOM.add(card)
+    print(f"note: {card} is a tiny model with random weights, built in code: its outputs show the machinery "
+          "working, not meaningful images or HRVs (use --model_card toy for a trained one)", file=sys.stderr)
+
+
 def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
                   scheduler: str = "pndm"):
     """Load a SD 1.x/2.x or SDXL pipeline. ``scheduler``: "pndm" (the paper's) or "model" (the card's own)."""
@@ -141,6 +155,7 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     card = str(ALIASES.get(card, card))
     if card in _tiny_models():
+        warn_random_weights(card)
         pipe = _tiny_models()[card]()
         if torch_dtype != torch.float32:
             pipe = pipe.to(dtype=torch_dtype)

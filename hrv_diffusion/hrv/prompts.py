@@ -16,6 +16,8 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
+from hrv_diffusion.errors import UserError
+
 BUILTIN_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts"  # shipped in the package
 PROMPT_HERO = "prompt-hero_1100"
 
@@ -52,7 +54,15 @@ def _find(name: str) -> Path | None:
 
 
 def load_prompts(name_or_path: str) -> list[str]:
-    """Resolve ``--prompt`` as described in the module docstring."""
+    """Resolve ``--prompt`` as described in the module docstring; a list without any prompt is a ``UserError``."""
+    prompts = _load_prompts(name_or_path)
+    if not prompts:
+        raise UserError(f"--prompt {name_or_path}: the prompt list is empty (no non-blank line): give a file with "
+                        "one prompt per line")
+    return prompts
+
+
+def _load_prompts(name_or_path: str) -> list[str]:
     path = Path(name_or_path)
     if path.suffix and path.is_file():
         return read_prompt_file(path)

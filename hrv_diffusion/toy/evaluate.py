@@ -23,13 +23,16 @@ def initial_latents(pipe, n: int, seed: int) -> torch.Tensor:
 
 
 def generate(pipe, captions: list[str], seed: int = 0, steps: int = 50, guidance: float = 7.5,
-             batch_size: int = 64, controllers_for=None) -> np.ndarray:
+             batch_size: int = 64, controllers_for=None, progress: bool = False) -> np.ndarray:
     """(N, H, W, 3) uint8 images, one per caption (rounded, like diffusers' PIL output).
 
-    ``controllers_for(batch_captions)`` may give the attention controllers of each batch."""
+    ``controllers_for(batch_captions)`` may give the attention controllers of each batch; ``progress``: a tqdm bar
+    over the batches."""
+    from tqdm.auto import tqdm
+
     latents = initial_latents(pipe, len(captions), seed)
     out = []
-    for start in range(0, len(captions), batch_size):
+    for start in tqdm(range(0, len(captions), batch_size), desc="images", unit="batch", disable=not progress):
         batch = captions[start:start + batch_size]
         controllers = controllers_for(batch) if controllers_for else ()
         out.append(denoise(pipe, batch, latents[start:start + len(batch)], num_inference_steps=steps,
@@ -38,7 +41,8 @@ def generate(pipe, captions: list[str], seed: int = 0, steps: int = 50, guidance
 
 
 def evaluate_pipeline(pipe, n: int = 256, seed: int = 0, split: str = "heldout", two_object_fraction: float = 0.0,
-                      steps: int = 50, guidance: float = 7.5, batch_size: int = 64, return_images: bool = False):
+                      steps: int = 50, guidance: float = 7.5, batch_size: int = 64, return_images: bool = False,
+                      progress: bool = False):
     """Generate ``n`` images for captions of ``split`` that name every attribute; score them.
 
     Returns {"split", "n", "steps", "guidance", "seed", "two_object_fraction", "seconds", "accuracy":
@@ -46,7 +50,7 @@ def evaluate_pipeline(pipe, n: int = 256, seed: int = 0, split: str = "heldout",
     scenes = data.sample_scenes(n, seed=seed, split=split, two_object_fraction=two_object_fraction, mention="all")
     start = time.perf_counter()
     images = generate(pipe, [s["caption"] for s in scenes], seed=seed, steps=steps, guidance=guidance,
-                      batch_size=batch_size)
+                      batch_size=batch_size, progress=progress)
     counts = evaluator.score(evaluator.read_images(images), scenes)
     result = {
         "split": split, "n": n, "steps": steps, "guidance": guidance, "seed": seed,

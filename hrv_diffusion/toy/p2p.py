@@ -56,13 +56,16 @@ def _mean(values) -> float | None:
 
 
 def evaluate_color_edits(pipe, hrv, cases: list[dict], seed: int = 0, steps: int = 50, batch_size: int = 64,
-                         self_max_queries: int | None = None) -> dict:
-    """Generate and read every case; return per-case readings and per-method rates (see the module docstring)."""
+                         self_max_queries: int | None = None, progress: bool = False) -> dict:
+    """Generate and read every case; return per-case readings and per-method rates (see the module docstring).
+    ``progress``: a tqdm bar over the batches."""
+    from tqdm.auto import tqdm
+
     groups = [Group(c["source"], seed + i, tuple(Edit(c["target"], spec, c["target_color"]) for spec in METHODS))
               for i, c in enumerate(cases)]
     per_batch = max(1, batch_size // (1 + len(METHODS)))
     images = []
-    for start in range(0, len(groups), per_batch):
+    for start in tqdm(range(0, len(groups), per_batch), desc="edits", unit="batch", disable=not progress):
         out = generate_edits(pipe, groups[start : start + per_batch], hrv=hrv, num_inference_steps=steps,
                              self_max_queries=self_max_queries)
         images.append(out.images)

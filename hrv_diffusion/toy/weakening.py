@@ -36,17 +36,24 @@ def weakened_images(pipe, captions: list[str], heads: list[int], seed: int = 0, 
 
 
 def weakening_curves(pipe, hrv: np.ndarray, concept_names: list[str], concepts: list[str], k_list: list[int],
-                     n: int = 32, seed: int = 2, steps: int = 50, batch_size: int = 64) -> dict:
+                     n: int = 32, seed: int = 2, steps: int = 50, batch_size: int = 64,
+                     progress: bool = False) -> dict:
     """{concept: {"top_k"/"bottom_k": accuracy of the concept's attribute}} plus every attribute's accuracy.
 
     The scenes are one-object captions naming every attribute (``data.sample_scenes(..., mention="all")``);
-    k = 0 is generated once and shared by both orders."""
+    k = 0 is generated once and shared by both orders. ``progress``: a tqdm bar over the image sets generated."""
+    from tqdm.auto import tqdm
+
     scenes = data.sample_scenes(n, seed=seed, split="train", two_object_fraction=0.0, mention="all")
     captions = [s["caption"] for s in scenes]
+
+    runs = 1 + len(concepts) * 2 * sum(1 for k in k_list if k != 0)
+    bar = tqdm(total=runs, desc="weakening", unit=f"x{n} images", disable=not progress)
 
     def accuracy(heads):
         images = weakened_images(pipe, captions, heads, seed=seed, steps=steps, batch_size=batch_size)
         counts = evaluator.score(evaluator.read_images(images), scenes)
+        bar.update(1)
         return {a: counts[a]["accuracy"] for a in ATTRIBUTE.values()}
 
     baseline = accuracy([])
@@ -62,4 +69,5 @@ def weakening_curves(pipe, hrv: np.ndarray, concept_names: list[str], concepts: 
                 curve[f"{order}_{k}"] = acc[ATTRIBUTE[concept]]
                 every[f"{order}_{k}"] = acc
         results[concept] = {"attribute": ATTRIBUTE[concept], "curve": curve, "all_attributes": every}
+    bar.close()
     return results
