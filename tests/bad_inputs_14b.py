@@ -158,6 +158,21 @@ CASES = [
          f"argument --n_images: {POS} 0"),
     case(["python", "toy/train.py", "--cfg_drop", "2"], "toy training: --cfg_drop 2",
          "argument --cfg_drop: must be a number between 0 and 1, got 2"),
+    # SD-HRV (applications/reduce_misinterpretation.py, hrv-reduce-misinterpretation), its measure, HRV pictures
+    case(["hrv-reduce-misinterpretation", "--batch_size", "0"], "SD-HRV: --batch_size 0",
+         f"argument --batch_size: {POS} 0"),
+    case(["hrv-reduce-misinterpretation", "--n_inference_steps", "-5"], "SD-HRV: negative --n_inference_steps",
+         f"argument --n_inference_steps: {POS} -5"),
+    case(["hrv-reduce-misinterpretation", "--reweight_steps", "0", "2"], "SD-HRV: a window end above 1.01",
+         "argument --reweight_steps: must be a fraction of the steps between 0 and 1.01, got 2"),
+    case(["hrv-reduce-misinterpretation", "--seeds", "-1"], "SD-HRV: a negative seed",
+         f"argument --seeds: {NONNEG} -1"),
+    case(["hrv-intended-sense", "--batch_size", "0"], "intended-sense measure: --batch_size 0",
+         f"argument --batch_size: {POS} 0"),
+    case(["hrv-visualize", "--top_k", "0"], "HRV pictures: --top_k 0", f"argument --top_k: {POS} 0"),
+    case(["hrv-published", "--timeout", "0"], "paper HRV download: --timeout 0",
+         "argument --timeout: must be a positive number, got 0"),
+    case(["python", "toy/adjust_eval.py", "--n", "0"], "toy SD-HRV: --n 0", f"argument --n: {POS} 0"),
 ]
 
 

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from hrv_diffusion.cli.common import ArgumentParser, nonnegative_int, positive_int  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -53,16 +54,16 @@ def write_examples(pipe, hrv, args, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="default: all")
-    p.add_argument("--n", type=int, default=64, help="items (one seed each) per case (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="the first seed (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=50, help="PNDM steps (default: %(default)s)")
-    p.add_argument("--batch_size", type=int, default=32, help="items per call (default: %(default)s)")
+    p.add_argument("--n", type=positive_int, default=64, help="items (one seed each) per case (default: %(default)s)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="the first seed (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps (default: %(default)s)")
+    p.add_argument("--batch_size", type=positive_int, default=32, help="items per call (default: %(default)s)")
     p.add_argument("--variants", action="store_true",
                    help="instead of the paper's rule, its variants with the factors bounded below at 0 (min_factor=0)")
     p.add_argument("--name", default="adjust_results", help="JSON file name, without .json (default: %(default)s)")
-    p.add_argument("--examples", type=int, default=0,
+    p.add_argument("--examples", type=nonnegative_int, default=0,
                    help="also write OUT/adjust_examples.png: the first N items of every case, a row per condition "
                         "(standard, toward Color, toward Background), 4x enlarged (default: none)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")

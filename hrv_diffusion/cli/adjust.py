@@ -19,13 +19,15 @@ import json
 
 from hrv_diffusion.cli.p2p import show_defaults
 from hrv_diffusion.cli.relevance import SD_CARD
+from hrv_diffusion.cli.common import (ArgumentParser, finite_float, nonnegative_float, nonnegative_int, positive_int,
+                                      step_fraction)
 
 GRID = "side_by_side.png"
 MANIFEST = "manifest.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("the reference's settings")
     g.add_argument("--prompt", default="A vase in lavender color", help="the prompt")
     g.add_argument("--selected_token", "--word", "--target_token", dest="word", default=None,
@@ -34,19 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--desired", default="Color", help="the concept the word should be read as")
     g.add_argument("--undesired", default="Plants",
                    help="the concept the word should not be read as ('none': strengthen the desired one only)")
-    g.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)), help="one image pair per seed")
+    g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=list(range(1, 11)),
+                   help="one image pair per seed")
     g.add_argument("--clamping_value", "--clamp", dest="clamp", default="auto",
                    help="upper bound of every HRV element before 2·d − u: a number, 'none', or 'auto' (9 for SDXL, "
                         "none for SD v1.x, as the reference's notebooks)")
-    g.add_argument("--reweight_steps", type=float, nargs=2, default=[0.0, 1.01], metavar=("START", "END"),
+    g.add_argument("--reweight_steps", type=step_fraction, nargs=2, default=[0.0, 1.01], metavar=("START", "END"),
                    help="adjusted evaluations [int(START·(S+1)), int(END·(S+1))): the reference's [0, 1.01] = all")
     g.add_argument("--model_card", default=SD_CARD,
                    help="hub id or local folder of an SD 1.x/2.x or SDXL model, or toy / tiny-sd / tiny-sdxl")
-    g.add_argument("--n_inference_steps", type=int, default=50, help="PNDM steps (50 steps = 51 UNet evaluations)")
-    g.add_argument("--guidance_scale", type=float, default=7.5, help="classifier-free guidance scale")
-    g.add_argument("--prompt_num", type=int, default=1, help="NN of the output folder prompt_NN_...")
+    g.add_argument("--n_inference_steps", type=positive_int, default=50,
+                   help="PNDM steps (50 steps = 51 UNet evaluations)")
+    g.add_argument("--guidance_scale", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
+    g.add_argument("--prompt_num", type=nonnegative_int, default=1, help="NN of the output folder prompt_NN_...")
     g.add_argument("--output_path", default="./reduce_misinterpretation_outputs", help="root of the outputs")
-    g.add_argument("--gpu_num", type=int, default=0, help="CUDA device index")
+    g.add_argument("--gpu_num", type=nonnegative_int, default=0, help="CUDA device index")
     a = p.add_argument_group("added")
     a.add_argument("--hrv", default="paper",
                    help="'paper' (the paper's HRVs for SD v1.4 / SDXL from the cache hrv-published fills; the toy's "
@@ -58,12 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--weights", nargs="+", default=None, metavar="CONCEPT=WEIGHT",
                    help="any weighted combination instead of 2·desired − undesired, e.g. Color=2 Plants=-1 "
                         "Material=0.5")
-    a.add_argument("--min_factor", type=float, default=None,
+    a.add_argument("--min_factor", type=finite_float, default=None,
                    help="lower bound of the head factors (the reference has none: factors can be negative)")
     a.add_argument("--renormalize", action="store_true",
                    help="divide each query's adjusted probabilities by their sum (needs --min_factor >= 0; slower: "
                         "explicit attention on the adjusted rows)")
-    a.add_argument("--batch_size", type=int, default=16,
+    a.add_argument("--batch_size", type=positive_int, default=16,
                    help="rows per pipeline call; a seed's standard and adjusted images are two rows")
     a.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
                    help="auto = float16 on CUDA, float32 on CPU; float32 is the faithful mode")

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from hrv_diffusion.cli.common import ArgumentParser, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", help="prompt folders of reduce_misinterpretation.py outputs")
     p.add_argument("--desired_text", default=None, help="phrase of the desired sense, e.g. 'a lavender-colored vase'")
     p.add_argument("--undesired_text", default=None,
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open_clip pretrained tag, or a local checkpoint path (default: %(default)s)")
     p.add_argument("--clip_cache_dir", default=None, help="open_clip cache folder for the weights (optional)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--batch_size", type=int, default=32, help="images per CLIP forward pass (default: %(default)s)")
+    p.add_argument("--batch_size", type=positive_int, default=32,
+                   help="images per CLIP forward pass (default: %(default)s)")
     p.add_argument("--scorer", default=None, metavar="MODULE:CALLABLE",
                    help="another scorer instead of CLIP: a callable returning an object with score(images, texts) "
                         "-> cosine similarities")

@@ -17,10 +17,11 @@ import argparse
 
 from hrv_diffusion.hrv.published import BASE_URL, BASE_URL_ENV, DEFAULT_KINDS, KINDS
 from hrv_diffusion.hrv.vectors import PAPER_MODELS
+from hrv_diffusion.cli.common import ArgumentParser, positive_float
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hrv-published", description=__doc__,
+    p = ArgumentParser(prog="hrv-published", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", choices=PAPER_MODELS, default=list(PAPER_MODELS),
                    help="which model's files (default: both)")
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"where the repository's files are served (default: ${BASE_URL_ENV}, else {BASE_URL})")
     p.add_argument("--verify_only", action="store_true",
                    help="do not download: check the files already in the folder (deleting any that do not match)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default: 60)")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds to wait for the server (default: 60)")
     p.add_argument("--print_dir", action="store_true", help="print the folder and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from hrv_diffusion.cli.common import ArgumentParser, positive_int
 
 MODEL_VERSIONS = ("sd_v1_4", "sd_xl_base_1_0", "toy")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hrv-visualize", description=__doc__,
+    p = ArgumentParser(prog="hrv-visualize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hrv", default="paper",
                    help="'paper' (the paper's HRVs of --model_version, from the cache hrv-published fills; the toy's "
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-timestep HRVs (T, C, H) .npy (default: the *_per_timesteps.npy beside the HRV, if any)")
     p.add_argument("--concepts", nargs="+", default=None,
                    help="only these concepts, in this order (default: all, in the concept set's order)")
-    p.add_argument("--top_k", type=int, default=10, help="heads per concept in the top-heads table (default: 10)")
+    p.add_argument("--top_k", type=positive_int, default=10,
+                   help="heads per concept in the top-heads table (default: 10)")
     p.add_argument("--formats", nargs="+", choices=["png", "pdf", "svg"], default=["png", "pdf"],
                    help="figure formats (default: png pdf)")
     p.add_argument("--shared_scale", action="store_true",
