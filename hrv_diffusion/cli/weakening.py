@@ -195,7 +195,18 @@ def run(args) -> int:
         return OutputNames(last_epoch=args.epochs, negative_prompt=False, prompt=prompt_type,
                            description=description_name(args.description), model_version=mv)
 
-    if args.head_roles:
+    paper_hrv = None
+    if args.hrv == "paper":  # the paper's (or the toy's shipped) files: checked here, before the model loads
+        from hrv_diffusion.hrv.vectors import load_hrv, paper_files
+
+        if args.head_roles:
+            final = paper_files(mv)[0].parent
+        else:
+            paper_hrv = load_hrv("paper", mv, concepts.names)
+    if paper_hrv is not None:
+        hrv_path = paper_files(mv)[0]
+        head_source, fingerprint = "hrv", file_fingerprint([hrv_path])
+    elif args.head_roles:
         names = names_for(find_prompt_type(final, names_for, args.prompt_type, head_roles=True))
         role_files = sorted(final.glob(f"head_roles_ba_epoch_1_to_{names.last_epoch}_*_{names._tail}.csv"))
         head_source, hrv_path, fingerprint = "head_roles", None, file_fingerprint(role_files)
@@ -237,16 +248,10 @@ def run(args) -> int:
 
         compile_unet_regions(pipe.unet)
     layout = head_layout(pipe.unet)
-    if args.hrv == "paper" and args.head_roles:
-        from hrv_diffusion.hrv.vectors import paper_files
-
-        final = paper_files(mv)[0].parent
-    if args.head_roles:
+    if paper_hrv is not None:
+        ranked = HrvHeads(paper_hrv.for_layout(layout).row(concept))
+    elif args.head_roles:
         ranked = HeadRolesHeads(lambda order, k: final / names.head_roles(order, k), concept, layout)
-    elif args.hrv == "paper":
-        from hrv_diffusion.hrv.vectors import load_hrv
-
-        ranked = HrvHeads(load_hrv("paper", mv, concepts.names, layout).row(concept))
     else:
         hrv = np.load(hrv_path)
         if hrv.shape != (concepts.num_concepts, layout.num_heads):
