@@ -172,7 +172,7 @@ CASES = [
     case(["hrv-visualize", "--top_k", "0"], "HRV pictures: --top_k 0", f"argument --top_k: {POS} 0"),
     case(["hrv-published", "--timeout", "0"], "paper HRV download: --timeout 0",
          "argument --timeout: must be a positive number, got 0"),
-    case(["python", "toy/adjust_eval.py", "--n", "0"], "toy SD-HRV: --n 0", f"argument --n: {POS} 0"),
+    case(["python", "toy/adjust_eval.py", "--n", "-1"], "toy SD-HRV: --n -1", f"argument --n: {NONNEG} -1"),
 ]
 
 

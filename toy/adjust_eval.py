@@ -56,7 +56,8 @@ def write_examples(pipe, hrv, args, path: Path) -> None:
 def main(argv=None) -> int:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="default: all")
-    p.add_argument("--n", type=positive_int, default=64, help="items (one seed each) per case (default: %(default)s)")
+    p.add_argument("--n", type=nonnegative_int, default=64,
+                   help="items (one seed each) per case, 0: --examples only (default: %(default)s)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="the first seed (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps (default: %(default)s)")
     p.add_argument("--batch_size", type=positive_int, default=32, help="items per call (default: %(default)s)")
