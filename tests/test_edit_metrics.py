@@ -14,8 +14,8 @@ from hrv_diffusion.apps.edit_metrics import (PER_IMAGE_COLUMNS, SUMMARY_COLUMNS,
                                              ssim, ssim_map, write_csv)
 from hrv_diffusion.cli.p2p import main as p2p_main
 
-open_clip = pytest.importorskip("open_clip")
-from torchvision import transforms  # noqa: E402
+pytest.importorskip("open_clip")
+from tiny_clip import build_tiny_clip  # noqa: E402
 
 
 def naive_ssim_map(a, b):
@@ -62,14 +62,7 @@ def test_psnr_over_kept_pixels():
 
 @pytest.fixture(scope="module")
 def scorer():
-    torch.manual_seed(0)
-    vision = dict(layers=1, width=32, head_width=16, patch_size=8, image_size=32)
-    model = open_clip.CLIP(embed_dim=16, vision_cfg=vision,
-                           text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)).eval()
-    preprocess = transforms.Compose([
-        transforms.Resize((32, 32)), transforms.ToTensor(),
-        transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
-    return ClipScorer.from_model(model, preprocess, open_clip.get_tokenizer("ViT-B-32"), device="cpu", batch_size=3)
+    return ClipScorer.from_model(*build_tiny_clip(), device="cpu", batch_size=3)
 
 
 def test_clip_metrics_are_cosines(scorer):

@@ -16,23 +16,12 @@ from hrv_diffusion.apps.clip_scoring import ClipScorer
 from hrv_diffusion.apps.intended_sense import Senses, measure, prompt_images
 from hrv_diffusion.cli.intended_sense import main
 
-open_clip = pytest.importorskip("open_clip")
-from torchvision import transforms  # noqa: E402
+pytest.importorskip("open_clip")
+from tiny_clip import build_tiny_clip  # noqa: E402
 
 PROMPT = "A vase in lavender color"
 SENSES = Senses("a lavender-colored vase", "a vase with lavender flowers")
 
-
-def build_tiny_clip():
-    torch.manual_seed(0)
-    vision = dict(layers=1, width=32, head_width=16, patch_size=8, image_size=32)
-    model = open_clip.CLIP(embed_dim=16, vision_cfg=vision,
-                           text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)).eval()
-    preprocess = transforms.Compose([
-        transforms.Resize((32, 32)), transforms.ToTensor(),
-        transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    ])
-    return model, preprocess, open_clip.get_tokenizer("ViT-B-32")
 
 
 def tiny_scorer():

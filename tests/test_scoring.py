@@ -18,7 +18,7 @@ from hrv_diffusion.apps.clip_scoring import (ClipScorer, ClipWeightsUnavailable,
 from conftest import shared_reference_file  # noqa: E402
 
 open_clip = pytest.importorskip("open_clip")
-from torchvision import transforms  # noqa: E402
+from tiny_clip import build_tiny_clip  # noqa: E402
 
 PROMPTS = ["a cubist style painting of a castle", "a sepia style painting of a forest"]
 K_LIST = [0, 11, 128]
@@ -27,16 +27,7 @@ SEEDS = [10, 20, 30]
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    torch.manual_seed(0)
-    # head_width=16: the vision tower's heads = width // head_width (the default 64 would give 0 heads)
-    vision = dict(layers=1, width=32, head_width=16, patch_size=8, image_size=32)
-    model = open_clip.CLIP(embed_dim=16, vision_cfg=vision,
-                           text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1)).eval()
-    preprocess = transforms.Compose([
-        transforms.Resize((32, 32)), transforms.ToTensor(),
-        transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    ])
-    return model, preprocess, open_clip.get_tokenizer("ViT-B-32")
+    return build_tiny_clip()
 
 
 @pytest.fixture(scope="module")
