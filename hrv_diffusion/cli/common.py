@@ -68,14 +68,33 @@ class sigterm_as_interrupt:
         return False
 
 
-def rerun_command(program: str, argv, add: tuple[str, ...] = ()) -> str:
-    """``program`` with the arguments ``argv`` (``sys.argv[1:]`` when None) and the flags ``add`` appended once,
-    quoted for a shell: the command that continues an interrupted run."""
+def rerun_command(program: str, argv, add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> str:
+    """``program`` with the arguments ``argv`` (``sys.argv[1:]`` when None), the switches ``drop`` removed and the
+    flags ``add`` appended once, quoted for a shell: the command that continues an interrupted run."""
     import shlex
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in drop]
     args += [a for a in add if a not in args]
     return " ".join([program, *(shlex.quote(a) for a in args)])
+
+
+def interrupted(args, where, default_program: str) -> int:
+    """After Ctrl-C or SIGTERM in a run that writes images: say where the finished ones are and print the command
+    that continues (the same command without ``--overwrite``: the finished images are kept); exit status 130."""
+    again = rerun_command(getattr(args, "_program", default_program), getattr(args, "_argv", None),
+                          drop=("--overwrite",))
+    print(f"interrupted: the finished images are saved under {where}; continue with (it skips them): {again}",
+          file=sys.stderr)
+    return 130
+
+
+def cli_main(run, parser: argparse.ArgumentParser, argv, program: str) -> int:
+    """Parse ``argv`` and call ``run(args)`` through ``run_cli``; the args remember how the command was started
+    (``_argv``, ``_program``) to print the command that continues after an interrupt."""
+    args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
+    args._program = program_name(argv, program)
+    return run_cli(run, args)
 
 
 def program_name(argv, default: str) -> str:

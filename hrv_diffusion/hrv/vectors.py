@@ -106,8 +106,10 @@ def _category_vectors_in(folder: Path) -> Path:
     return found[0]
 
 
-def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layout: HeadLayout | None = None) -> HRV:
-    """Load an HRV (see the module docstring); with ``layout``, checked against and ordered for that UNet."""
+def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layout: HeadLayout | None = None,
+             head_index: str | os.PathLike | None = None) -> HRV:
+    """Load an HRV (see the module docstring); with ``layout``, checked against and ordered for that UNet.
+    ``head_index``: the head labels of a file ``source`` (default: the ``head_index_*.npy`` beside it)."""
     from hrv_diffusion.hrv.files import read_hrv
 
     concept_names = tuple(concept_names)
@@ -130,6 +132,10 @@ def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layou
             raise UserError(f"no HRV file {vectors_path}: pass --hrv paper or the category_vectors_*.npy written by "
                             "extract_head_relevance_vectors.py")
         index_path = vectors_path.with_name(vectors_path.name.replace("category_vectors_", "head_index_", 1))
+        if head_index is not None:
+            index_path = Path(head_index)
+            if not index_path.is_file():
+                raise UserError(f"no head index file {index_path}: pass the head_index_*.npy written with the HRV")
     if index_path.is_file() and index_path != vectors_path:
         values, labels = read_hrv(vectors_path, index_path)
     else:
