@@ -24,7 +24,7 @@ from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents, sequential_latents
 from hrv_diffusion.core.models import is_sdxl
 from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, derived_seed, sample_words
-from hrv_diffusion.hrv.shards import Shard, load_shard, save_shard
+from hrv_diffusion.hrv.shards import MATCH_KEYS, Shard, load_shard, save_shard
 
 # Our --negative_prompt text: a common list of defects, like the reference's but not its string (which we do not
 # reproduce). The paper's HRVs use no negative prompt.
@@ -169,13 +169,9 @@ def _save(path: Path, votes: RelevanceVotes, done: list[int], metadata: dict) ->
     save_shard(path, Shard(counts=counts, prompt_indices=np.asarray(done, dtype=np.int64), metadata=metadata))
 
 
-_RESUME_KEYS = ("model_version", "description", "concept_fingerprint", "prompt", "prompt_fingerprint",
-                "num_inference_steps", "num_evaluations", "guidance_scale", "negative_prompt", "seed", "seeding",
-                "subset", "rank", "world_size", "epoch", "head_labels")
-
-
 def _check_resumable(stored: dict, current: dict, path: Path) -> None:
-    for key in _RESUME_KEYS:
+    """Refuse to resume a shard of another run (``MATCH_KEYS``) or another shard of this run."""
+    for key in (*MATCH_KEYS, "subset", "rank", "world_size", "epoch"):
         if json.dumps(stored.get(key)) != json.dumps(current.get(key)):
             raise ValueError(
                 f"cannot resume {path}: it was written with {key}={stored.get(key)!r}, this run has "
