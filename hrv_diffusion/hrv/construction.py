@@ -119,14 +119,7 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
         path = shard_path(results_dir, settings, epoch, rank, world_size)
         epoch_meta = dict(meta, epoch=epoch)
         votes = RelevanceVotes(bank, layout, evaluations, concept_set.num_concepts, compile=settings.compile)
-        done: list[int] = []
-        if path.exists():
-            if not resume:
-                raise FileExistsError(f"{path} exists: pass --resume to continue it, or delete it to start over")
-            shard = load_shard(path)
-            _check_resumable(shard.metadata, epoch_meta, path)
-            done = shard.prompt_indices.tolist()
-            votes.counts += torch.from_numpy(shard.counts).to(votes.counts)
+        done = _votes_already_in(path, votes, epoch_meta, resume)
         finished = set(done)
         todo = [i for i in indices if i not in finished]
         latents = _latents(todo, indices, shape, settings)
@@ -162,6 +155,20 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
         _save(path, votes, done, dict(epoch_meta, complete=True))
         written.append(path)
     return written
+
+
+def _votes_already_in(path: Path, votes: RelevanceVotes, metadata: dict, resume: bool) -> list[int]:
+    """The prompts of an existing shard at ``path``, their votes added into ``votes``; [] when there is none.
+
+    An existing shard is continued only with ``resume`` and only when it was written by the same run."""
+    if not path.exists():
+        return []
+    if not resume:
+        raise FileExistsError(f"{path} exists: pass --resume to continue it, or delete it to start over")
+    shard = load_shard(path)
+    _check_resumable(shard.metadata, metadata, path)
+    votes.counts += torch.from_numpy(shard.counts).to(votes.counts)  # (T, H, C)
+    return shard.prompt_indices.tolist()
 
 
 def _save(path: Path, votes: RelevanceVotes, done: list[int], metadata: dict) -> None:
