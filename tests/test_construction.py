@@ -15,13 +15,13 @@ from hrv_diffusion.cli import extract as extract_cli
 from hrv_diffusion.cli import relevance as relevance_cli
 from hrv_diffusion.cli import text_embeddings as text_embeddings_cli
 from hrv_diffusion.hrv.concepts import ConceptSet
-from hrv_diffusion.hrv.construction import (RelevanceSettings, _latents, rank_indices, run_relevance, shard_path,
-                                        subset_indices)
+from hrv_diffusion.hrv.construction import (RelevanceSettings, _check_resumable, _latents, rank_indices,
+                                        run_relevance, shard_path, subset_indices)
 from hrv_diffusion.hrv.embeddings import TextEmbeddings, encode_words
 from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.hrv.votes import derived_seed
-from hrv_diffusion.hrv.shards import load_shard, merge_shards
+from hrv_diffusion.hrv.shards import MATCH_KEYS, load_shard, merge_shards
 
 REPO = Path(__file__).resolve().parents[1]
 CONCEPTS = ConceptSet(
@@ -160,6 +160,31 @@ def test_resume_after_crash(pipe, embeddings, tmp_path, monkeypatch, seeding):
     assert calls == []
     np.testing.assert_array_equal(again.counts, uninterrupted.counts)
     assert again.prompt_indices.tolist() == ALL
+
+
+def test_shard_path_is_unique_per_epoch_subset_and_rank(tmp_path):
+    names = {shard_path(tmp_path, settings(subset=subset), epoch, rank, world)
+             for subset in (None, [1, 5], [2, 5]) for epoch in (1, 2) for rank, world in ((0, 1), (0, 2), (1, 2))}
+    assert len(names) == 18 and all(path.parent == tmp_path for path in names)
+    s = settings(prompt="merged", description="340_final_text_descriptions")
+    assert shard_path(tmp_path, s, 1, 0, 1).name == (  # the reference's file name
+        "merged_340_final_text_descriptions_ba_epoch_1_neg_prompt_False_tiny_sd.npz")
+    assert shard_path(tmp_path, settings(subset=[2, 5]), 3, 1, 4).name == (
+        "test_test_ba_epoch_3_neg_prompt_False_2_5_rank_1_of_4_tiny_sd.npz")
+
+
+def test_resume_refuses_what_merging_refuses_and_another_shard_of_the_run(tmp_path):
+    stored = {key: f"value of {key}" for key in MATCH_KEYS} | dict(
+        subset=[1, 2], rank=0, world_size=2, epoch=1, dtype="float32", model_card="tiny-sd", version="0.1.0")
+    shard_keys = ("subset", "rank", "world_size", "epoch")
+    for key in (*MATCH_KEYS, *shard_keys):
+        with pytest.raises(ValueError, match=f"cannot resume .*{key}="):
+            _check_resumable(stored, stored | {key: "changed"}, tmp_path / "shard.npz")
+        with pytest.raises(ValueError, match=f"{key}="):  # a key the shard lacks is not a match either
+            _check_resumable({k: v for k, v in stored.items() if k != key}, stored, tmp_path / "shard.npz")
+    # the precision, the model's name (a local folder or a hub id) and the package version may differ
+    _check_resumable(stored, stored | dict(dtype="float16", model_card="/models/tiny", version="9"), tmp_path)
+    _check_resumable(stored, dict(stored, subset=(1, 2)), tmp_path)  # a tuple and its JSON list are the same
 
 
 # ----------------------------------------------------------------------------------------- 3. seeding

@@ -15,10 +15,9 @@ import pytest
 from conftest import SHARED_REFERENCE
 from hrv_diffusion.cli.published import main as published_main
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.hrv.published import (
-    MANIFEST, file_blob_id, fetch_published, git_blob_id, read_manifest, select,
-)
-from hrv_diffusion.hrv.vectors import load_hrv, paper_dir, paper_files
+from hrv_diffusion.hrv.paper import MANIFEST, file_blob_id, git_blob_id, paper_dir, paper_files, read_manifest
+from hrv_diffusion.hrv.published import fetch_published, select
+from hrv_diffusion.hrv.vectors import load_hrv
 
 STEM = "epoch_1_to_1_neg_prompt_False_merged_340_final_text_descriptions_sd_v1_4"
 CV, HI = f"category_vectors_{STEM}.npy", f"head_index_{STEM}.npy"

@@ -8,7 +8,7 @@ import pytest
 
 from hrv_diffusion.hrv.shards import (
     MATCH_KEYS, CorruptShardError, Shard, ShardFormatError, ShardMismatchError, ShardOverlapError, find_shards,
-    index_ranges, load_shard, merge_shards, save_shard, shard_filename,
+    index_ranges, load_shard, merge_shards, save_shard,
 )
 
 T, H, C, TOTAL = 5, 6, 4, 12
@@ -83,13 +83,6 @@ def test_find_shards_globs_npz(tmp_path):
     assert [p.name for p in find_shards(tmp_path, "b*")] == ["b.npz"]
     with pytest.raises(FileNotFoundError):
         find_shards(tmp_path / "missing")
-
-
-def test_shard_filename_is_unique_per_rank_and_subset():
-    names = {shard_filename(metadata(rank=r, world_size=2, subset=s, epoch=e))
-             for r in (0, 1) for s in (None, [1, 5]) for e in (1, 2)}
-    assert len(names) == 8
-    assert shard_filename(metadata()) == "merged_340_final_text_descriptions_ba_epoch_1_neg_prompt_False_tiny_sd.npz"
 
 
 def test_merge_sums_ranks_and_epochs():

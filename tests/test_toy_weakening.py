@@ -3,7 +3,7 @@ concept more than weakening its least relevant ones (LeRHF). Small enough for CI
 
 import pytest
 
-from hrv_diffusion.hrv.vectors import TOY_HRV_DIR
+from hrv_diffusion.hrv.paper import TOY_HRV_DIR
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.hrv.files import OutputNames, read_hrv

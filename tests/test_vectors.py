@@ -8,7 +8,8 @@ from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.errors import UserError
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
-from hrv_diffusion.hrv.vectors import HRV, cache_dir, load_hrv, paper_dir, paper_files
+from hrv_diffusion.hrv.paper import cache_dir, paper_dir, paper_files
+from hrv_diffusion.hrv.vectors import HRV, load_hrv
 
 TOY = tuple(read_concept_set(resolve_description("toy_concepts")).names)
 

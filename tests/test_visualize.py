@@ -9,7 +9,7 @@ from hrv_diffusion.apps import visualize as vis
 from hrv_diffusion.cli.visualize import main as visualize_main
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 from hrv_diffusion.hrv.files import read_hrv
-from hrv_diffusion.hrv.vectors import TOY_HRV_DIR, TOY_STEM
+from hrv_diffusion.hrv.paper import TOY_HRV_DIR, TOY_STEM
 
 TOY_NAMES = list(read_concept_set(resolve_description("toy_concepts")).names)
 

@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
 from hrv_diffusion.core.models import load_pipeline  # noqa: E402
 from hrv_diffusion.hrv.files import OutputNames, read_hrv  # noqa: E402
-from hrv_diffusion.hrv.vectors import TOY_HRV_DIR  # noqa: E402
+from hrv_diffusion.hrv.paper import TOY_HRV_DIR  # noqa: E402
 from hrv_diffusion.toy.weakening import weakening_curves  # noqa: E402
 from hrv_diffusion.apps.weakening_plots import plot_weakening_curves  # noqa: E402
 from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402

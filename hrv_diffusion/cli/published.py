@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-from hrv_diffusion.hrv.published import BASE_URL, BASE_URL_ENV, DEFAULT_KINDS, KINDS
-from hrv_diffusion.hrv.vectors import PAPER_MODELS
+from hrv_diffusion.hrv.paper import KINDS, PAPER_MODELS
+from hrv_diffusion.hrv.published import BASE_URL, BASE_URL_ENV, DEFAULT_KINDS
 from hrv_diffusion.cli.common import ArgumentParser, positive_float
 
 
@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args) -> int:
     from pathlib import Path
 
+    from hrv_diffusion.hrv.paper import paper_dir
     from hrv_diffusion.hrv.published import fetch_published
-    from hrv_diffusion.hrv.vectors import paper_dir
 
     folder = Path(args.cache_dir) if args.cache_dir else paper_dir()
     if args.print_dir:

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def hrv_files(source: str, model_version: str) -> tuple[Path, Path | None]:
     """(category_vectors path, its per-timestep sibling or None) of ``--hrv``."""
-    from hrv_diffusion.hrv.vectors import _category_vectors_in, paper_files
+    from hrv_diffusion.hrv.paper import paper_files
+    from hrv_diffusion.hrv.vectors import _category_vectors_in
 
     if source == "paper":
         vectors = paper_files(model_version)[0]

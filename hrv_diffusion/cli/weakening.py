@@ -197,7 +197,8 @@ def run(args) -> int:
 
     paper_hrv = None
     if args.hrv == "paper":  # the paper's (or the toy's shipped) files: checked here, before the model loads
-        from hrv_diffusion.hrv.vectors import load_hrv, paper_files
+        from hrv_diffusion.hrv.paper import paper_files
+        from hrv_diffusion.hrv.vectors import load_hrv
 
         if args.head_roles:
             final = paper_files(mv)[0].parent

@@ -24,7 +24,7 @@ from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents, sequential_latents
 from hrv_diffusion.core.models import is_sdxl
 from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, derived_seed, sample_words
-from hrv_diffusion.hrv.shards import Shard, load_shard, save_shard
+from hrv_diffusion.hrv.shards import MATCH_KEYS, Shard, load_shard, save_shard
 
 # Our --negative_prompt text: a common list of defects, like the reference's but not its string (which we do not
 # reproduce). The paper's HRVs use no negative prompt.
@@ -119,14 +119,7 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
         path = shard_path(results_dir, settings, epoch, rank, world_size)
         epoch_meta = dict(meta, epoch=epoch)
         votes = RelevanceVotes(bank, layout, evaluations, concept_set.num_concepts, compile=settings.compile)
-        done: list[int] = []
-        if path.exists():
-            if not resume:
-                raise FileExistsError(f"{path} exists: pass --resume to continue it, or delete it to start over")
-            shard = load_shard(path)
-            _check_resumable(shard.metadata, epoch_meta, path)
-            done = shard.prompt_indices.tolist()
-            votes.counts += torch.from_numpy(shard.counts).to(votes.counts)
+        done = _votes_already_in(path, votes, epoch_meta, resume)
         finished = set(done)
         todo = [i for i in indices if i not in finished]
         latents = _latents(todo, indices, shape, settings)
@@ -164,18 +157,28 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
     return written
 
 
+def _votes_already_in(path: Path, votes: RelevanceVotes, metadata: dict, resume: bool) -> list[int]:
+    """The prompts of an existing shard at ``path``, their votes added into ``votes``; [] when there is none.
+
+    An existing shard is continued only with ``resume`` and only when it was written by the same run."""
+    if not path.exists():
+        return []
+    if not resume:
+        raise FileExistsError(f"{path} exists: pass --resume to continue it, or delete it to start over")
+    shard = load_shard(path)
+    _check_resumable(shard.metadata, metadata, path)
+    votes.counts += torch.from_numpy(shard.counts).to(votes.counts)  # (T, H, C)
+    return shard.prompt_indices.tolist()
+
+
 def _save(path: Path, votes: RelevanceVotes, done: list[int], metadata: dict) -> None:
     counts = votes.counts.round().to(torch.int64).cpu().numpy()  # (T, H, C)
     save_shard(path, Shard(counts=counts, prompt_indices=np.asarray(done, dtype=np.int64), metadata=metadata))
 
 
-_RESUME_KEYS = ("model_version", "description", "concept_fingerprint", "prompt", "prompt_fingerprint",
-                "num_inference_steps", "num_evaluations", "guidance_scale", "negative_prompt", "seed", "seeding",
-                "subset", "rank", "world_size", "epoch", "head_labels")
-
-
 def _check_resumable(stored: dict, current: dict, path: Path) -> None:
-    for key in _RESUME_KEYS:
+    """Refuse to resume a shard of another run (``MATCH_KEYS``) or another shard of this run."""
+    for key in (*MATCH_KEYS, "subset", "rank", "world_size", "epoch"):
         if json.dumps(stored.get(key)) != json.dumps(current.get(key)):
             raise ValueError(
                 f"cannot resume {path}: it was written with {key}={stored.get(key)!r}, this run has "

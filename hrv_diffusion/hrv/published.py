@@ -1,9 +1,9 @@
 """The paper's HRVs, one command away: fetch the published result files and check them byte for byte.
 
 ``fetch_published()`` (console script ``hrv-published``) downloads the ``final_result/`` files of the reference
-repository (SNU-DRL/HRV) at the pinned commit into ``vectors.paper_dir()``, the folder ``load_hrv("paper", ...)``
-reads. Every file is checked against the manifest shipped in the package (``data/published_manifest.tsv``): its
-size and its git blob id, the sha1 of ``b"blob <size>\\0" + content`` that ``git hash-object`` prints. A file that
+repository (SNU-DRL/HRV) at the pinned commit into ``paper.paper_dir()``, the folder ``load_hrv("paper", ...)``
+reads. Every file is checked against the manifest shipped in the package (``paper.read_manifest``): its size and
+its git blob id, the sha1 of ``b"blob <size>\\0" + content`` that ``git hash-object`` prints. A file that
 does not match is deleted and reported; a download goes to a temporary file that replaces the target only once it
 matched, so the folder never holds a half-written or unchecked file. Files already there and matching are kept
 (a second run downloads nothing). Then the project's tidy CSV (one row per concept and head) is written beside the
@@ -14,7 +14,6 @@ then checks them without the network.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.error
 import urllib.parse
@@ -23,47 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hrv_diffusion.errors import UserError
+from hrv_diffusion.hrv.paper import (
+    CHUNK, KINDS, MANIFEST, PAPER_COMMIT, PAPER_MODELS, PAPER_REPOSITORY, PublishedFile, manual_instructions, mismatch,
+    paper_dir, read_manifest,
+)
 from hrv_diffusion.hrv.shards import atomic_output
-from hrv_diffusion.hrv.vectors import PAPER_COMMIT, PAPER_MODELS, PAPER_REPOSITORY, paper_dir
 
-MANIFEST = Path(__file__).resolve().parents[1] / "data" / "published_manifest.tsv"
 BASE_URL = f"https://raw.githubusercontent.com/{PAPER_REPOSITORY}/{PAPER_COMMIT}"
 BASE_URL_ENV = "HRV_DIFFUSION_PUBLISHED_URL"  # e.g. a mirror, or a local server in tests
-BROWSE_URL = f"https://github.com/{PAPER_REPOSITORY}/tree/{PAPER_COMMIT}/final_result"
-KINDS = ("hrv", "per_timesteps", "ranking_list", "head_roles", "output_ba")
 DEFAULT_KINDS = ("hrv", "per_timesteps", "ranking_list", "head_roles")  # output_ba: large, used by nothing here
 PAPER_DESCRIPTION = "340_final_text_descriptions"
-CHUNK = 1 << 16
-
-
-@dataclass(frozen=True)
-class PublishedFile:
-    """One row of the manifest."""
-
-    model: str  # sd_v1_4 | sd_xl_base_1_0
-    kind: str  # one of KINDS
-    size: int | None  # bytes; None = not recorded (checked by the blob id alone)
-    blob: str  # git blob id, 40 hex digits
-    path: str  # path in the reference repository, e.g. final_result/category_vectors_....npy
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-
-def read_manifest(path: str | os.PathLike = MANIFEST) -> list[PublishedFile]:
-    """The manifest's rows (tab-separated: model, kind, size, git_blob, path; ``#`` lines are comments)."""
-    path = Path(path)
-    rows = [line.rstrip("\n").split("\t") for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if line.strip() and not line.startswith("#")]
-    if not rows or rows[0] != ["model", "kind", "size", "git_blob", "path"]:
-        raise ValueError(f"{path}: expected the header 'model, kind, size, git_blob, path' (tab-separated)")
-    entries = []
-    for number, row in enumerate(rows[1:], start=2):
-        if len(row) != 5 or row[1] not in KINDS or len(row[3]) != 40 or not (row[2].isdigit() or row[2] == "-"):
-            raise ValueError(f"{path}, data row {number - 1}: not 'model, kind, size|-, 40-hex blob id, path': {row}")
-        entries.append(PublishedFile(row[0], row[1], int(row[2]) if row[2] != "-" else None, row[3].lower(), row[4]))
-    return entries
 
 
 def select(entries, models=PAPER_MODELS, kinds=DEFAULT_KINDS) -> list[PublishedFile]:
@@ -75,55 +43,6 @@ def select(entries, models=PAPER_MODELS, kinds=DEFAULT_KINDS) -> list[PublishedF
         if model not in PAPER_MODELS:
             raise UserError(f"the paper published files for {', '.join(PAPER_MODELS)} only, not {model!r}")
     return [e for e in entries if e.model in models and e.kind in kinds]
-
-
-class _BlobHasher:
-    """The git blob id of a stream of known total size, fed in chunks."""
-
-    def __init__(self, size: int):
-        self.sha1 = hashlib.sha1(b"blob %d\0" % size)
-        self.size = 0
-
-    def update(self, chunk: bytes):
-        self.sha1.update(chunk)
-        self.size += len(chunk)
-
-
-def git_blob_id(data: bytes) -> str:
-    """sha1 of ``b"blob <len>\\0" + data``: what ``git hash-object`` prints for a file with these bytes."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def file_blob_id(path: str | os.PathLike) -> str:
-    path = Path(path)
-    hasher = _BlobHasher(path.stat().st_size)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.sha1.hexdigest()
-
-
-def mismatch(path: str | os.PathLike, entry: PublishedFile) -> str | None:
-    """Why the file at ``path`` is not ``entry``'s published file (size or blob id), or None when it is."""
-    size = Path(path).stat().st_size
-    if entry.size is not None and size != entry.size:
-        return f"{size} bytes, the published file has {entry.size}"
-    blob = file_blob_id(path)
-    if blob != entry.blob:
-        return f"git blob id {blob}, the published file has {entry.blob}"
-    return None
-
-
-def manual_instructions(folder: Path) -> str:
-    """What to do without the network, in one sentence."""
-    return (f"download the files of {BROWSE_URL} (at least category_vectors_* and head_index_* of your model) on a "
-            f"machine with network, put them into {folder}, then run `hrv-published --verify_only` to check them")
-
-
-def missing_message(model_version: str, folder: Path) -> str:
-    """The error for ``--hrv paper`` when the paper's files are not in the cache."""
-    return (f"the paper's HRVs for {model_version} are not downloaded: run `hrv-published` (needs network once), "
-            f"or {manual_instructions(folder)}")
 
 
 @dataclass
@@ -225,12 +144,3 @@ def write_tidy_files(folder: Path, models=PAPER_MODELS) -> list[Path]:
         written.append(write_tidy_csv(folder / out.tidy(), values, labels, names))
     return written
 
-
-def check_paper_file(path: Path, manifest: str | os.PathLike = MANIFEST) -> None:
-    """Refuse a cached paper file that is not the published one (``load_hrv("paper")`` calls this)."""
-    entry = next((e for e in read_manifest(manifest) if e.name == path.name), None)
-    if entry is None:
-        return
-    problem = mismatch(path, entry)
-    if problem:
-        raise UserError(f"{path} is not the published file ({problem}): delete it and run `hrv-published`")

@@ -6,7 +6,7 @@ prompt list, and the run's settings as metadata. A shard is a ``.npz`` file with
 
 - ``counts``: (T, H, C) int64; every (t, g) row sums to the shard's number of prompts;
 - ``prompt_indices``: (P,) int64, indices into the full prompt list;
-- ``metadata``: a 0-d unicode array holding a JSON object (see ``METADATA_KEYS``).
+- ``metadata``: a 0-d unicode array holding a JSON object: the run's settings (``construction.run_relevance``).
 
 ``merge_shards`` adds shards of one run (any number of ranks, subsets and epochs) and refuses anything that would
 make the sum meaningless: different settings (``MATCH_KEYS``), different shapes, a prompt counted twice in one
@@ -25,13 +25,6 @@ from typing import Iterator
 import numpy as np
 
 from hrv_diffusion.errors import UserError
-
-# What the HRV runner writes into every shard's metadata.
-METADATA_KEYS = (
-    "model_card", "model_version", "description", "concept_fingerprint", "concept_names", "prompt",
-    "prompt_fingerprint", "num_prompts_total", "num_inference_steps", "num_evaluations", "guidance_scale",
-    "negative_prompt", "seed", "seeding", "epoch", "dtype", "head_labels", "subset", "rank", "world_size", "version",
-)
 
 # Keys that must be equal for shards to be added. dtype, rank, world_size, subset, epoch, model_card (a local
 # folder and a hub id can name the same model) and version may differ.
@@ -189,18 +182,6 @@ def find_shards(folder: str | os.PathLike, pattern: str | None = None) -> list[P
     if not folder.is_dir():
         raise FileNotFoundError(f"results folder {folder} does not exist")
     return sorted(p for p in folder.glob(pattern or "*.npz") if p.is_file())
-
-
-def shard_filename(metadata: dict) -> str:
-    """A file name in the reference's style, unique per (epoch, subset, rank):
-    ``{prompt}_{description}_ba_epoch_{e}_neg_prompt_{neg}[_{n}_{d}][_rank_{r}_of_{w}]_{model_version}.npz``."""
-    parts = [f"{metadata['prompt']}_{metadata['description']}_ba_epoch_{int(metadata.get('epoch', 1))}",
-             f"neg_prompt_{bool(metadata.get('negative_prompt', False))}"]
-    if metadata.get("subset"):
-        parts.append("{}_{}".format(*metadata["subset"]))
-    if int(metadata.get("world_size") or 1) > 1:
-        parts.append(f"rank_{int(metadata.get('rank', 0))}_of_{int(metadata['world_size'])}")
-    return "_".join(parts + [metadata["model_version"]]) + ".npz"
 
 
 # ----------------------------------------------------------------------------------------------- merging

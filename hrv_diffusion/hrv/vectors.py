@@ -4,7 +4,7 @@
 its head labels. ``source`` is
 
 - ``paper``: the paper's published HRVs for SD v1.4 (``sd_v1_4``) and SDXL (``sd_xl_base_1_0``), read from the
-  cache that ``hrv-published`` fills (``paper_dir()``; override with ``HRV_DIFFUSION_CACHE``); for the built-in
+  cache that ``hrv-published`` fills (``paper.paper_dir()``; override with ``HRV_DIFFUSION_CACHE``); for the built-in
   toy model (``toy``), the HRVs shipped in the package;
 - a ``category_vectors_*.npy`` file (its ``head_index_*.npy`` beside it is used when present);
 - a folder holding exactly one such file (a ``final_result/``).
@@ -24,40 +24,7 @@ import numpy as np
 
 from hrv_diffusion.core.heads import HeadLayout
 from hrv_diffusion.errors import UserError
-
-# The reference repository (SNU-DRL/HRV) at the commit whose results the paper's HRVs are.
-PAPER_REPOSITORY = "SNU-DRL/HRV"
-PAPER_COMMIT = "414122f1ddc0005fcca20d02575a019ebe7c7310"
-PAPER_STEM = "epoch_1_to_1_neg_prompt_False_merged_340_final_text_descriptions_{model}"
-PAPER_MODELS = ("sd_v1_4", "sd_xl_base_1_0")
-TOY_HRV_DIR = Path(__file__).resolve().parents[1] / "data" / "toy_hrv"
-TOY_STEM = "epoch_1_to_1_neg_prompt_False_toy_toy_concepts_toy"
-
-
-def cache_dir() -> Path:
-    """``$HRV_DIFFUSION_CACHE``, else ``$XDG_CACHE_HOME/hrv-diffusion``, else ``~/.cache/hrv-diffusion``."""
-    if os.environ.get("HRV_DIFFUSION_CACHE"):
-        return Path(os.environ["HRV_DIFFUSION_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "hrv-diffusion"
-
-
-def paper_dir() -> Path:
-    """Where the paper's result files are kept: ``cache_dir()/published/<commit>/final_result``."""
-    return cache_dir() / "published" / PAPER_COMMIT / "final_result"
-
-
-def paper_files(model_version: str) -> tuple[Path, Path]:
-    """(category_vectors, head_index) paths of the paper's HRV for ``sd_v1_4`` / ``sd_xl_base_1_0`` / ``toy``."""
-    if model_version == "toy":
-        return (TOY_HRV_DIR / f"category_vectors_{TOY_STEM}.npy", TOY_HRV_DIR / f"head_index_{TOY_STEM}.npy")
-    if model_version not in PAPER_MODELS:
-        raise UserError(f"the paper published HRVs for SD v1.4 and SDXL base 1.0 only, not for {model_version!r}: "
-                        "build HRVs for this model (head_relevance_calculation.py, extract_head_relevance_vectors.py) "
-                        "and pass their category_vectors .npy with --hrv")
-    stem = PAPER_STEM.format(model=model_version)
-    folder = paper_dir()
-    return folder / f"category_vectors_{stem}.npy", folder / f"head_index_{stem}.npy"
+from hrv_diffusion.hrv.paper import check_paper_file, missing_message, paper_files
 
 
 @dataclass(frozen=True)
@@ -116,12 +83,8 @@ def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layou
     if str(source) == "paper":
         vectors_path, index_path = paper_files(model_version)
         if not vectors_path.is_file() or not index_path.is_file():
-            from hrv_diffusion.hrv.published import missing_message
-
             raise UserError(missing_message(model_version, vectors_path.parent))
         if model_version != "toy":
-            from hrv_diffusion.hrv.published import check_paper_file
-
             check_paper_file(vectors_path)
             check_paper_file(index_path)
     else:

@@ -1,4 +1,4 @@
-"""The toy text-to-image model: a synthetic world with known concepts (issue 4).
+"""The toy text-to-image model: a synthetic world with known concepts.
 
 - ``data``: seeded scenes (colored shapes on plain or patterned backgrounds), their captions and 32x32 images.
 - ``evaluator``: reads color, shape, size, position and background back from an image, analytically.
