@@ -15,7 +15,7 @@ from hrv_diffusion.apps.attend_excite import (AttendExcite, AttendExciteSettings
                                               token_map_store)
 from hrv_diffusion.core.attention import AttentionHooks, Controller, HookedAttnProcessor
 from hrv_diffusion.core.heads import head_layout
-from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents
+from hrv_diffusion.core.loop import latent_shape, num_evaluations, seed_latents
 from hrv_diffusion.core.models import load_pipeline
 
 PROMPT = "a cat and a frog"  # SOT a cat and a frog EOT: targets 2 and 5, EOT at 6
