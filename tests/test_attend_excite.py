@@ -15,7 +15,7 @@ from hrv_diffusion.apps.attend_excite import (AttendExcite, AttendExciteSettings
                                               token_map_store)
 from hrv_diffusion.core.attention import AttentionHooks, Controller, HookedAttnProcessor
 from hrv_diffusion.core.heads import head_layout
-from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents
+from hrv_diffusion.core.loop import latent_shape, num_evaluations, seed_latents
 from hrv_diffusion.core.models import load_pipeline
 
 PROMPT = "a cat and a frog"  # SOT a cat and a frog EOT: targets 2 and 5, EOT at 6
@@ -325,12 +325,17 @@ def test_early_exit_gives_the_same_update(pipe):
     torch.testing.assert_close(early.latents, full.latents, atol=1e-6, rtol=1e-6)
 
 
-def test_plain_sd_mode_is_plain_generation(pipe):
+def test_plain_sd_mode_is_diffusers_plain_generation(pipe):
+    """Plain-SD mode = diffusers' own StableDiffusionPipeline from the same latents: its latents and its PIL
+    images (rounded), bit for bit, and no gradient pass."""
     latents = seed_latents([4, 5], latent_shape(pipe))
-    plain = generate(pipe, [PROMPT] * 2, latents, num_inference_steps=4, decode="round")
+    call = dict(latents=latents, num_inference_steps=4, guidance_scale=7.5)
+    expected = pipe([PROMPT] * 2, output_type="latent", **call).images
+    pixels = np.stack([np.asarray(image) for image in pipe([PROMPT] * 2, output_type="pil", **call).images])
     ours = generate_attend_excite(pipe, [PROMPT] * 2, latents, targets(2), settings(mode="sd", num_inference_steps=4))
-    assert torch.equal(plain.latents, ours.latents) and np.array_equal(plain.images, ours.images)
-    assert ours.gradient_passes == 0
+    torch.testing.assert_close(ours.latents, expected, atol=0, rtol=0)
+    assert ours.images.dtype == np.uint8 and np.array_equal(ours.images, pixels)
+    assert ours.gradient_passes == 0 and ours.records == [[], []]
 
 
 def test_memory_design(pipe, monkeypatch):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 from hrv_diffusion.apps.p2p import (BlendMaps, Edit, EditSpec, Group, LocalBlend, PromptToPrompt, batch_rows,
@@ -406,4 +405,10 @@ def test_controller_sees_no_row_outside_its_windows(pipes):
     assert p2p.edited_rows(cross, UNetCall(0)).tolist() == [1]
     probs = torch.rand(2, cross.heads, 4, 77)
     assert p2p.edit_probs(cross, UNetCall(45), probs) is probs
-    assert F is not None
+    # inside the windows: the edited row (1) takes the source row's (0) attention, the source row is untouched;
+    # "blue" -> "red" is one token for one, so the word-swap mapper is the identity
+    for layer in (cross, small_self):
+        queries = layer.resolution[0] * layer.resolution[1]
+        probs = torch.rand(2, layer.heads, queries, 77 if layer.is_cross else queries)
+        edited = p2p.edit_probs(layer, UNetCall(0), probs.clone())
+        assert torch.equal(edited[0], probs[0]) and torch.equal(edited[1], probs[0]), layer.module_name

@@ -5,7 +5,7 @@ from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 from hrv_diffusion.hrv.vectors import load_hrv
-from hrv_diffusion.toy import data
+from hrv_diffusion.toy import data, evaluator
 from hrv_diffusion.toy.p2p import METHODS, color_cases, evaluate_color_edits
 
 
@@ -20,14 +20,38 @@ def test_cases_swap_the_color_word_once():
     assert color_cases(40, seed=3) == cases  # deterministic
 
 
-def test_evaluation_runs_every_method():
+def main_object(reading) -> dict | None:
+    """The evaluator's largest object: its attributes, fitted center and side (what a case records)."""
+    if not reading.objects:
+        return None
+    return {k: getattr(reading.objects[0], k) for k in (*evaluator.ATTRIBUTES, "cx", "cy", "d")}
+
+
+def test_evaluation_reads_every_image_and_counts_every_verdict():
     pipe = load_pipeline("toy")
     hrv = load_hrv("paper", "toy", read_concept_set(resolve_description("toy_concepts")).names, head_layout(pipe.unet))
-    result = evaluate_color_edits(pipe, hrv, color_cases(2), steps=3)
-    assert result["images"].shape == (2 * (1 + len(METHODS)), 32, 32, 3)
+    cases = color_cases(2)
+    result = evaluate_color_edits(pipe, hrv, cases, steps=3)
+    size = 1 + len(METHODS)  # per case: [source, P2P, P2P-HRV, plain]
+    assert result["images"].shape == (2 * size, 32, 32, 3)
     assert set(result["rates"]) == {m.name for m in METHODS}
-    for rates in result["rates"].values():
-        assert all(0.0 <= rates[k] <= 1.0 for k in ("success", "target_color", "kept_shape", "kept_position"))
-    case = result["cases"][0]
-    assert case["Color_0.9"]["success"] == (case["Color_0.9"]["target_color"] and case["Color_0.9"]["kept"]["shape"]
-                                            and case["Color_0.9"]["kept"]["position"])
+    readings = evaluator.read_images(result["images"])
+    for i, (case, row) in enumerate(zip(cases, result["cases"])):
+        source = main_object(readings[i * size])
+        assert row["source_read"] == source
+        for j, method in enumerate(METHODS, start=1):
+            read = main_object(readings[i * size + j])
+            verdict = row[method.name]
+            kept = {a: bool(source and read and read[a] == source[a]) for a in ("shape", "position", "size")}
+            assert verdict["read"] == read and verdict["kept"] == kept, (i, method.name)
+            assert verdict["target_color"] == bool(read and read["color"] == case["target_color"])
+            assert verdict["success"] == (verdict["target_color"] and kept["shape"] and kept["position"])
+    for method in METHODS:  # each rate: a count over the cases
+        verdicts = [row[method.name] for row in result["cases"]]
+        counts = {"success": sum(v["success"] for v in verdicts),
+                  "target_color": sum(v["target_color"] for v in verdicts),
+                  "kept_shape": sum(v["kept"]["shape"] for v in verdicts),
+                  "kept_position": sum(v["kept"]["position"] for v in verdicts),
+                  "kept_size": sum(v["kept"]["size"] for v in verdicts)}
+        for key, count in counts.items():
+            assert result["rates"][method.name][key] == count / len(cases), (method.name, key)
