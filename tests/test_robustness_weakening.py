@@ -65,6 +65,24 @@ def test_changed_hrv_is_refused(folder, capsys):
     assert "made with reweighting_factor=-2.0, this run has reweighting_factor=0.5" in capsys.readouterr().err
 
 
+# the keys of the manifests written before the run harness
+PREVIOUS_KEYS = ("model_version", "model_card", "concept", "head_source", "hrv_file", "hrv_fingerprint", "dtype",
+                 "reweighting_factor", "reweighting_steps", "n_inference_steps", "guidance_scale", "weaken",
+                 "experiment_num", "version", "prompt", "concept_word")
+
+
+def test_folders_of_the_previous_version_are_continued(folder, capsys):
+    assert main(args()) == 0
+    path = folder / ROOT / "exp_1" / "a red car" / "manifest.json"
+    stored = json.loads(path.read_text())
+    old = {key: stored[key] for key in PREVIOUS_KEYS}
+    old.update(version="0.1.0", model_card="/models/my copy of tiny-sd", hrv_file="elsewhere/a.npy")  # recorded only
+    path.write_text(json.dumps(old, indent=1, sort_keys=True))
+    capsys.readouterr()
+    assert main(args()) == 0
+    assert "0 images generated (0 files written), 6 already present" in capsys.readouterr().out
+
+
 def test_images_without_manifest_are_not_continued(folder, capsys):
     assert main(args()) == 0
     (folder / ROOT / "exp_1" / "a red car" / "manifest.json").unlink()  # as an older version left it

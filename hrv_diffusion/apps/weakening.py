@@ -143,10 +143,8 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
 
     report = report if report is not None else RunReport()
     written = report.written
-    try:
-        run_batches(renders, make_batch, batch_size=batch_size, report=report)
-    finally:
-        report.present += len({p for j in jobs for p in image_paths(out_dir, j)}) - (report.written - written)
+    run_batches(renders, make_batch, batch_size=batch_size, report=report)
+    report.present += len({p for j in jobs for p in image_paths(out_dir, j)}) - (report.written - written)
     return len(todo)
 
 
