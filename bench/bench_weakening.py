@@ -32,8 +32,9 @@ from hrv_diffusion.core.attention import AttentionHooks  # noqa: E402
 from hrv_diffusion.core.loop import decode_latents, generate  # noqa: E402
 from hrv_diffusion.apps.weakening_experiments import build_prompts, experiment  # noqa: E402
 from hrv_diffusion.core.heads import head_layout  # noqa: E402
-from hrv_diffusion.apps.weakening import (HeadWeakening, HrvHeads, _save_png, generate_weakened, image_paths,  # noqa: E402
-                                     plan_jobs, plan_renders, weakened_tokens)
+from hrv_diffusion.apps.weakening import (HeadWeakening, HrvHeads, generate_weakened, image_paths,  # noqa: E402
+                                          plan_jobs, plan_renders, weakened_tokens)
+from hrv_diffusion.io import write_png  # noqa: E402
 
 K_LIST = [0, 1, 11, 21, 31, 41, 51, 61, 71, 81, 91, 101, 111, 121, 128]
 SEEDS = [10, 20, 30]
@@ -63,7 +64,7 @@ def phases(pipe, prompt, renders, heads_mask_fn, report, key):
     decode_seconds, pixels = timed(decode)
     png_start = time.perf_counter()
     for i in range(4):
-        _save_png(pixels[i], Path(tempfile.gettempdir()) / "phase.png")
+        write_png(pixels[i], Path(tempfile.gettempdir()) / "phase.png")
     report[key] = {"batch": len(renders), "unet_loop_s_per_image": seconds / len(renders),
                    "vae_decode_uint8_s_per_image": decode_seconds / len(renders),
                    "png_encode_one_thread_s_per_image": (time.perf_counter() - png_start) / 4}

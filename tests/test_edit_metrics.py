@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrv_diffusion.apps.clip_scoring import ClipScorer
+from hrv_diffusion.apps.clip import ClipScorer
 from hrv_diffusion.apps.edit_metrics import (PER_IMAGE_COLUMNS, SUMMARY_COLUMNS, clip_metrics, psnr, score_edits,
                                              ssim, ssim_map, write_csv)
 from hrv_diffusion.cli.p2p import main as p2p_main

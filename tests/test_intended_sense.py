@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hrv_diffusion.apps.clip_scoring import ClipScorer
+from hrv_diffusion.apps.clip import ClipScorer
 from hrv_diffusion.apps.intended_sense import Senses, measure, prompt_images
 from hrv_diffusion.cli.intended_sense import main
 

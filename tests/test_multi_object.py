@@ -154,7 +154,7 @@ def test_scores_cli_with_a_tiny_clip(tmp_path):
     open_clip = pytest.importorskip("open_clip")
     from torchvision import transforms
 
-    from hrv_diffusion.apps.clip_scoring import ClipScorer
+    from hrv_diffusion.apps.clip import ClipScorer
     from hrv_diffusion.cli.multi_object_scores import build_parser, run
 
     torch.manual_seed(0)

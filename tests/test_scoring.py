@@ -12,8 +12,9 @@ from PIL import Image
 
 from hrv_diffusion.cli.weakening_scores import main as scores_main
 from hrv_diffusion.apps.weakening_experiments import experiment
-from hrv_diffusion.apps.clip_scoring import (ClipScorer, ClipWeightsUnavailable, Scorer, read_scores_csv, score_experiment,
-                                   summary_frame, write_per_image_csv, write_scores_csv)
+from hrv_diffusion.apps.clip import ClipScorer, ClipWeightsUnavailable, Scorer
+from hrv_diffusion.apps.weakening_scores import (read_scores_csv, score_experiment, summary_frame, write_per_image_csv,
+                                                 write_scores_csv)
 
 from conftest import shared_reference_file  # noqa: E402
 

@@ -10,8 +10,9 @@ from hrv_diffusion.core.loop import decode_latents, generate, seed_latents
 from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.core.tokenizer import clip_tokenizer
-from hrv_diffusion.apps.weakening import (HeadWeakening, HrvHeads, Job, even_batches, generate_weakened, image_paths,
-                                     plan_jobs, plan_renders, weakened_tokens)
+from hrv_diffusion.apps.runs import pack
+from hrv_diffusion.apps.weakening import (HeadWeakening, HrvHeads, Job, generate_weakened, image_paths, plan_jobs,
+                                          plan_renders, weakened_tokens)
 
 STEPS = 3
 
@@ -103,8 +104,8 @@ def test_plan_renders_merges_identical_head_sets():
 
 
 @pytest.mark.parametrize("n,size", [(87, 32), (84, 42), (90, 16), (5, 8), (1, 1), (0, 4), (33, 32)])
-def test_even_batches_cover_range_with_near_equal_sizes(n, size):
-    parts = even_batches(n, size)
+def test_renders_are_packed_in_even_batches(n, size):
+    parts = pack([1] * n, size)  # one row per render
     lengths = [p.stop - p.start for p in parts]
     assert [i for p in parts for i in range(p.start, p.stop)] == list(range(n))
     assert len(parts) == -(-n // size) and (not lengths or max(lengths) - min(lengths) <= 1 and max(lengths) <= size)
@@ -149,7 +150,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     bad += ["--output_path", "other"]  # the first output folder's manifest would refuse another HRV first
     np.save(tmp_path / "final_result" / "wrong.npy", hrv[:, :5])
     assert main(bad) == 2
-    assert "shape" in capsys.readouterr().err
+    assert "has 5 heads per concept but this model has 22 CA heads" in capsys.readouterr().err
 
 
 def test_cli_hrv_paper_goes_through_load_hrv(tmp_path, monkeypatch, capsys):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from hrv_diffusion.cli.weakening_plots import main as plots_main, plot_name
 from hrv_diffusion.apps.weakening_experiments import experiment
-from hrv_diffusion.apps.clip_scoring import write_scores_csv
+from hrv_diffusion.apps.weakening_scores import write_scores_csv
 from hrv_diffusion.apps.weakening_plots import XLABEL, image_grid, plot_weakening_curves
 
 REPO = Path(__file__).resolve().parents[1]

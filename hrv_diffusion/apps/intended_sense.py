@@ -7,7 +7,7 @@ CLIP's cosine similarities c_d, c_u give P(desired) = softmax(logit_scale · [c_
 trained temperature) and the image shows the intended sense when c_d > c_u. Per prompt and method (standard,
 adjusted): the rate of intended images and the mean P(desired), with the count of images.
 
-Any ``Scorer`` (``apps/clip_scoring.py``: ``score(images, texts)`` = cosine similarities) works; the command line
+Any ``Scorer`` (``apps/clip.py``: ``score(images, texts)`` = cosine similarities) works; the command line
 loads ``ClipScorer`` as the weakening scorer does (open_clip ViT-H-14 laion2b_s32b_b79k, fp32).
 """
 from __future__ import annotations

@@ -4,24 +4,24 @@ The paper weakens the k most relevant heads of a concept first (MoRHF, order ``t
 first (LeRHF, ``bottom``), multiplying their probabilities by -2.0 (no renormalization) on the prompt's word tokens,
 in the conditional half of the CFG batch, at all 51 evaluations. Images of one prompt differ only in which heads
 are scaled, so many (order, k, seed) images run in one batched pipeline call with per-sample head masks.
+
+Each prompt's images go to ``{output_path}/exp_{X}/{prompt}/{order}/{order}_{k}/{seed}.png``; the prompt folder is
+claimed with its ``WeakeningSettings`` (also its ``manifest.json``) through ``runs.OutputTree``.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hrv_diffusion.apps.runs import OutputTree, RunReport, run_batches
 from hrv_diffusion.core.attention import Controller, UNetCall
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents
 from hrv_diffusion.core.tokens import word_token_positions
-from hrv_diffusion.apps.output_paths import child_dir, safe_folder_name
-
-ORDERS = ("top", "bottom")
+from hrv_diffusion.hrv.files import ORDERS  # top = MoRHF (most relevant first), bottom = LeRHF
 
 
 def weakened_tokens(tokenizer, prompt: str, concept_word: str | None = None, length: int = 77) -> torch.Tensor:
@@ -82,18 +82,7 @@ def image_paths(prompt_dir: Path, job: Job, orders=ORDERS) -> list[Path]:
 
 def prompt_dir(output_path, experiment_num, prompt: str) -> Path:
     """The folder of one prompt's images; the prompt is sanitized and never escapes the output folder."""
-    return child_dir(Path(output_path) / f"exp_{experiment_num}", safe_folder_name(prompt))
-
-
-def _save_png(pixels: np.ndarray, path: Path) -> None:
-    """Write (H, W, 3) uint8 ``pixels`` to ``path`` atomically (temp file + rename)."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
-    Image.fromarray(pixels).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    return OutputTree(Path(output_path) / f"exp_{experiment_num}").folder(OutputTree.name(prompt))
 
 
 @dataclass
@@ -115,62 +104,47 @@ def plan_renders(jobs: list[Job], ranked_heads) -> list[Render]:
     return list(renders.values())
 
 
-def even_batches(n: int, batch_size: int) -> list[slice]:
-    """Split range(n) into the fewest batches of at most ``batch_size``, with sizes differing by at most one
-    (87 at 32 -> 29 29 29, not 32 32 23), so a compiled UNet sees few shapes."""
-    if n == 0:
-        return []
-    count = -(-n // batch_size)
-    bounds = [round(i * n / count) for i in range(count + 1)]
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
-
-
 def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir: Path, *, factor: float = -2.0,
                       window=(0.0, 1.01), concept_word: str | None = None, num_inference_steps: int = 50,
                       guidance_scale: float = 7.5, batch_size: int = 16, decode: str = "truncate",
-                      skip_existing: bool = True, progress=None, stats: dict | None = None) -> int:
+                      height: int | None = None, width: int | None = None, skip_existing: bool = True,
+                      progress=None, report: RunReport | None = None) -> int:
     """Generate the images of ``jobs`` for one prompt; return how many jobs were made (not skipped).
 
-    ``stats``, when given, gets the exact counts added: ``images`` generated (one per distinct seed and head set),
-    ``files`` written (k = 0 and shared head sets are written under several paths) and ``present`` (files that
-    already existed, skipped).
-
     ``ranked_heads(order, k)`` gives the k global head indices to weaken (from an HRV or the published head_roles).
-    Jobs with the same seed and head set are generated once (``plan_renders``); batches are even (``even_batches``);
-    PNG encoding runs in threads while the next batch generates. ``decode``: "truncate" (the reference) or "round".
+    Jobs with the same seed and head set are generated once (``plan_renders``) and written to each of their paths
+    that is missing (every path when not ``skip_existing``); batches are ``runs.pack``ed, files written while the
+    next batch generates. ``decode``: "truncate" (the reference) or "round". ``progress`` advances by jobs.
+    ``report``, when given, gets the counts added: images generated (one per render), files written, files present.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    def missing(path: Path) -> bool:
+        return not skip_existing or not path.is_file()
 
-    layout = head_layout(pipe.unet)
-    todo = [j for j in jobs if not (skip_existing and all(p.exists() for p in image_paths(out_dir, j)))]
+    todo = [j for j in jobs if any(missing(p) for p in image_paths(out_dir, j))]
     renders = plan_renders(todo, ranked_heads)
+    layout = head_layout(pipe.unet)
     tokens = weakened_tokens(pipe.tokenizer, prompt, concept_word)
     evaluations = num_evaluations(pipe, num_inference_steps)
-    shape = latent_shape(pipe)
-    device = pipe._execution_device
-    pending = []
-    with ThreadPoolExecutor(max_workers=8) as writer:
-        for part in even_batches(len(renders), batch_size):
-            batch = renders[part]
-            head_masks = torch.zeros(len(batch), layout.num_heads, dtype=torch.bool)  # (B, H)
-            for b, render in enumerate(batch):
-                head_masks[b, list(render.heads)] = True
-            weakening = HeadWeakening(layout, head_masks, tokens.expand(len(batch), -1), factor, window,
-                                      evaluations, device=device)
-            pixels = generate(pipe, [prompt] * len(batch), seed_latents([r.seed for r in batch], shape),
-                              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                              controllers=[weakening], decode=decode).images  # (B, H, W, 3) uint8
-            pending += [writer.submit(_save_png, pixels[b], path)
-                        for b, render in enumerate(batch) for job in render.jobs for path in image_paths(out_dir, job)]
-            if progress is not None:
-                progress.update(sum(len(render.jobs) for render in batch))
-    for future in pending:
-        future.result()  # re-raise a failed write
-    if stats is not None:
-        paths = {p for j in jobs for p in image_paths(out_dir, j)}
-        stats["images"] = stats.get("images", 0) + len(renders)
-        stats["files"] = stats.get("files", 0) + len(pending)
-        stats["present"] = stats.get("present", 0) + len(paths) - len(pending)
+    shape = latent_shape(pipe, height, width)
+
+    def make_batch(batch: list[Render]) -> list[tuple[Path, np.ndarray]]:
+        head_masks = torch.zeros(len(batch), layout.num_heads, dtype=torch.bool)  # (B, H)
+        for b, render in enumerate(batch):
+            head_masks[b, list(render.heads)] = True
+        weakening = HeadWeakening(layout, head_masks, tokens.expand(len(batch), -1), factor, window, evaluations,
+                                  device=pipe._execution_device)
+        pixels = generate(pipe, [prompt] * len(batch), seed_latents([r.seed for r in batch], shape),
+                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          controllers=[weakening], decode=decode, height=height, width=width).images  # (B, H, W, 3)
+        if progress is not None:
+            progress.update(sum(len(render.jobs) for render in batch))
+        return [(path, pixels[b]) for b, render in enumerate(batch) for job in render.jobs
+                for path in image_paths(out_dir, job) if missing(path)]
+
+    report = report if report is not None else RunReport()
+    written = report.written
+    run_batches(renders, make_batch, batch_size=batch_size, report=report)
+    report.present += len({p for j in jobs for p in image_paths(out_dir, j)}) - (report.written - written)
     return len(todo)
 
 
@@ -205,12 +179,36 @@ class HeadRolesHeads:
         return [self.layout.index_of(label) for label in roles[self.concept][:k]]
 
 
-# ----------------------------------------------------------------------------------------------- run manifests
+# ----------------------------------------------------------------------------------------------- runs
 
-MANIFEST_NAME = "manifest.json"
-# Settings that change the images: a prompt folder whose manifest differs in one of them holds other science.
-MANIFEST_KEYS = ("model_version", "concept", "head_source", "hrv_fingerprint", "dtype", "reweighting_factor",
-                 "reweighting_steps", "n_inference_steps", "guidance_scale", "weaken", "concept_word", "prompt")
+@dataclass(frozen=True)
+class WeakeningSettings:
+    """What the images of one prompt folder are made with; also the folder's ``manifest.json``. Every field but
+    those of ``RECORDED`` must match for a run to continue a folder."""
+
+    model_version: str
+    model_card: str
+    concept: str
+    head_source: str  # "hrv" or "head_roles"
+    hrv_file: str  # the HRV file, or the folder of the head_roles files
+    hrv_fingerprint: str  # ``file_fingerprint`` of the HRV or head_roles files
+    dtype: str
+    reweighting_factor: float
+    reweighting_steps: tuple[float, float]
+    n_inference_steps: int
+    guidance_scale: float
+    weaken: str  # "prompt_tokens" or "concept_word"
+    experiment_num: str
+    version: str
+    prompt: str
+    concept_word: str | None
+    height: int | None = None  # None: the model's own size
+    width: int | None = None
+
+
+# Recorded in the manifest but no conflict: a local copy and the hub id of a model give the same images, an HRV
+# file moved elsewhere has the same fingerprint, and the experiment number and package version change no pixel.
+RECORDED = ("model_card", "hrv_file", "experiment_num", "version")
 
 
 def file_fingerprint(paths) -> str:
@@ -223,58 +221,25 @@ def file_fingerprint(paths) -> str:
     return digest.hexdigest()[:16]
 
 
-def read_manifest(folder: Path) -> dict | None:
-    """The manifest of a prompt folder, or None when it has none."""
-    import json
-
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"unreadable": str(path)}
-
-
-def write_manifest(folder: Path, manifest: dict) -> Path:
-    """Write ``manifest`` as the folder's ``manifest.json``, atomically."""
-    import json
-
-    path = Path(folder) / MANIFEST_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+def run_weakening(pipe, folders: dict[Path, WeakeningSettings], ranked_heads, jobs: list[Job], *, batch_size: int,
+                  overwrite: bool = False, progress=None, report: RunReport | None = None) -> RunReport:
+    """Generate ``jobs`` for every claimed prompt folder of ``folders`` with its settings; ``progress`` (a tqdm bar
+    over jobs) also counts the jobs whose images were there already."""
+    report = report if report is not None else RunReport()
+    for folder, s in folders.items():
+        made = generate_weakened(pipe, s.prompt, ranked_heads, jobs, folder, factor=s.reweighting_factor,
+                                 window=tuple(s.reweighting_steps), concept_word=s.concept_word,
+                                 num_inference_steps=s.n_inference_steps, guidance_scale=s.guidance_scale,
+                                 batch_size=batch_size, height=s.height, width=s.width, skip_existing=not overwrite,
+                                 progress=progress, report=report)
+        if progress is not None:
+            progress.update(len(jobs) - made)  # jobs whose images already existed
+    return report
 
 
-def has_images(folder: Path) -> bool:
-    return any((Path(folder) / order).rglob("*.png") for order in ORDERS if (Path(folder) / order).is_dir())
-
-
-def manifest_conflict(folder: Path, manifest: dict) -> str | None:
-    """Why the existing prompt folder cannot be continued with ``manifest`` (None when it can, or is new)."""
-    folder = Path(folder)
-    stored = read_manifest(folder)
-    if stored is None:
-        return f"{folder} holds images but no {MANIFEST_NAME} (an older run): their settings are unknown" \
-            if has_images(folder) else None
-    if "unreadable" in stored:
-        return f"{stored['unreadable']} is not readable JSON"
-    differ = [f"{key} {stored.get(key)!r} there, {manifest.get(key)!r} now" for key in MANIFEST_KEYS
-              if stored.get(key) != manifest.get(key)]
-    if differ:
-        return f"{folder} was made with other settings ({'; '.join(differ)})"
-    return None
-
-
-def clear_prompt_folder(folder: Path) -> None:
-    """Remove the images and manifest of one prompt folder (``--overwrite``); nothing else is touched."""
-    import shutil
-
-    folder = Path(folder)
-    for order in ORDERS:
-        if (folder / order).is_dir():
-            shutil.rmtree(folder / order)
-    (folder / MANIFEST_NAME).unlink(missing_ok=True)
+def prune_empty_folders(folder: Path) -> None:
+    """Remove the empty folders under ``folder`` (``{order}_{k}`` folders emptied by ``--overwrite`` that this run
+    does not fill again), so the scores find only the k values that hold images."""
+    for path in sorted((p for p in Path(folder).rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(path.iterdir()):
+            path.rmdir()

@@ -26,7 +26,7 @@ def plot_weakening_curves(summary, concept: str, path_png, path_pdf=None, drop_k
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hrv_diffusion.apps.clip_scoring import summary_frame
+    from hrv_diffusion.apps.weakening_scores import summary_frame
 
     frame = summary_frame(summary)
     frame = frame[~frame["k"].isin([int(k) for k in drop_k])]

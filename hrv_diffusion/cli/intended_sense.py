@@ -62,11 +62,11 @@ def run(args) -> int:
     for folder in args.folders:  # checked before CLIP loads
         senses_for(prompt_images(folder)[0])
     if args.scorer:
-        from hrv_diffusion.cli.weakening_scores import load_scorer
+        from hrv_diffusion.apps.clip import load_scorer
 
         scorer = load_scorer(args.scorer)
     else:
-        from hrv_diffusion.apps.clip_scoring import ClipScorer
+        from hrv_diffusion.apps.clip import ClipScorer
 
         try:
             scorer = ClipScorer(args.clip_model, args.clip_pretrained, device=args.device,

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args, scorer=None) -> int:
-    from hrv_diffusion.apps.clip_scoring import ClipScorer
+    from hrv_diffusion.apps.clip import ClipScorer
     from hrv_diffusion.apps.multi_object import load_prompt_set, prompt_set_name, score_images, summarize, write_csv
 
     prompts = load_prompt_set(args.prompt_set)

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from hrv_diffusion.apps.clip_scoring import ClipScorer
+    from hrv_diffusion.apps.clip import ClipScorer
     from hrv_diffusion.apps.edit_metrics import (PER_IMAGE_COLUMNS, SUMMARY_COLUMNS, find_edits, score_edits,
                                                  write_csv)
     from hrv_diffusion.apps.output_paths import child_dir

@@ -100,7 +100,7 @@ def _grid(exp, summary, args) -> Path:
 
 def run(args) -> list[Path]:
     from hrv_diffusion.apps.weakening_experiments import experiment
-    from hrv_diffusion.apps.clip_scoring import read_scores_csv, scores_csv_name
+    from hrv_diffusion.apps.weakening_scores import read_scores_csv, scores_csv_name
 
     written = []
     if args.scores is not None:

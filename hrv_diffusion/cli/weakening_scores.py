@@ -61,29 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_scorer(spec: str):
-    """``module:callable`` -> the scorer it returns."""
-    import importlib
-
-    from hrv_diffusion.apps.clip_scoring import Scorer
-
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"--scorer must look like module:callable, got {spec!r}")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot load --scorer {spec!r}: {error}") from None
-    scorer = factory()
-    if not isinstance(scorer, Scorer):
-        raise ValueError(f"--scorer {spec!r} returned {type(scorer).__name__}, which has no score(images, texts)")
-    return scorer
-
-
 def run(args) -> list[Path]:
     from hrv_diffusion.apps.weakening_experiments import experiment
-    from hrv_diffusion.apps.clip_scoring import (ClipScorer, per_image_csv_name, score_experiment, scores_csv_name, write_per_image_csv,
-                           write_scores_csv)
+    from hrv_diffusion.apps.clip import ClipScorer, load_scorer
+    from hrv_diffusion.apps.weakening_scores import (per_image_csv_name, score_experiment, scores_csv_name,
+                                                     write_per_image_csv, write_scores_csv)
 
     exp = experiment(args.experiment_num)
     exp_dir = Path(args.output_path) / exp.folder
