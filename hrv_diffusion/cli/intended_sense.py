@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from hrv_diffusion.cli.common import ArgumentParser, positive_int
 
 
@@ -62,7 +63,7 @@ def run(args) -> int:
     for folder in args.folders:  # checked before CLIP loads
         senses_for(prompt_images(folder)[0])
     if args.scorer:
-        from hrv_diffusion.cli.weakening_scores import load_scorer
+        from hrv_diffusion.apps.clip import load_scorer
 
         scorer = load_scorer(args.scorer)
     else:
