@@ -110,8 +110,8 @@ def adjustment_from(args, ctx):
 
 
 def claim(args, ctx, settings):
-    """The run's output tree and folders, the prompt folder claimed with ``settings`` (all but the HRV's
-    fingerprint, which needs the loaded UNet's head order: ``claim_fingerprint`` checks it)."""
+    """The run's output tree and folders, after checking the prompt folder against ``settings`` but the HRV's
+    fingerprint (it needs the loaded UNet's head order: ``run`` claims the folder with it after loading)."""
     from hrv_diffusion.apps.adjust_runs import AdjustFolders
     from hrv_diffusion.apps.runs import OutputTree
 
@@ -164,3 +164,7 @@ def main(argv=None) -> int:
     from hrv_diffusion.cli.common import cli_main
 
     return cli_main(run, build_parser(), argv, PROGRAM)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
