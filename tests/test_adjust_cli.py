@@ -59,7 +59,7 @@ def test_published_layout_grid_and_the_api(tmp_path, hrvs, capsys):
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
     assert files == ["sd-hrv/1.png", "sd-hrv/2.png", "sd-hrv/3.png", "side_by_side.png",
                      "standard_sd/1.png", "standard_sd/2.png", "standard_sd/3.png"]
-    assert "3 standard and 3 adjusted images written" in capsys.readouterr().out
+    assert "6 images generated (6 files written), 0 already present" in capsys.readouterr().out
     # the images are the API's (seeds batched 2 per call here; batching does not change them beyond rounding)
     names = read_concept_set(resolve_description("340_final_text_descriptions")).names
     pipe = load_pipeline("tiny-sd")
@@ -78,9 +78,9 @@ def test_published_layout_grid_and_the_api(tmp_path, hrvs, capsys):
     assert manifest["adjustment"]["clamp"] is None  # SD v1.x: no clamp
     # resume, then different settings are refused
     assert run(tmp_path, "tiny-sd", hrvs["tiny-sd"]) == 0
-    assert "0 standard and 0 adjusted images written" in capsys.readouterr().out
+    assert "0 images generated (0 files written), 6 already present" in capsys.readouterr().out
     assert run(tmp_path, "tiny-sd", hrvs["tiny-sd"], "--clamping_value", "3") == 2
-    assert "other settings (adjustment)" in capsys.readouterr().err
+    assert "made with adjustment.clamp=None, this run has adjustment.clamp=3.0" in capsys.readouterr().err
 
 
 def test_sdxl_layout_and_default_clamp(tmp_path, hrvs):
@@ -92,7 +92,8 @@ def test_sdxl_layout_and_default_clamp(tmp_path, hrvs):
 
 @pytest.mark.parametrize("extra,message", [
     (["--selected_token", "violet"], "error: the word 'violet' is not in the prompt 'A vase in lavender color'"),
-    (["--desired", "Colour"], "error: unknown concept 'Colour'; the concept set has: Animals, Plants"),
+    (["--desired", "Colour"],
+     "error: unknown concept 'Colour'; the concept set 340_final_text_descriptions has: Animals, Plants"),
     (["--weights", "Color"], "error: --weights takes CONCEPT=WEIGHT"),
     (["--clamping_value", "big"], "error: --clamping_value takes a number"),
     (["--renormalize"], "error: renormalizing needs non-negative factors"),
@@ -127,3 +128,139 @@ def test_script_help():
                          capture_output=True, text=True, check=True).stdout
     for flag in ("--selected_token", "--desired", "--undesired", "--clamping_value", "--hrv", "--batch_size"):
         assert flag in out
+
+
+# ------------------------------------------------------------------------------------------------ reruns, sizes
+
+TOY = ["--prompt", "a circle on a red background", "--selected_token", "red", "--desired", "Color", "--undesired",
+       "Background", "--model_card", "toy", "--n_inference_steps", "3", "--batch_size", "4", "--quiet"]
+TOY_FOLDER = "prompt_01_a_circle_on_a_red_background"
+
+
+def toy_run(root, *extra):
+    return main([*TOY, "--seeds", "1", "2", "3", "--output_path", str(root), *extra])
+
+
+def stamps(folder: Path) -> dict[str, int]:
+    """{relative path: mtime_ns} of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_rerun_table(tmp_path, capsys, monkeypatch):
+    """Same settings: nothing regenerated, no PNG rewritten (side_by_side.png too); a changed result setting: exit 2
+    naming --overwrite, before the model loads, images untouched; --overwrite: regenerated with the new setting."""
+    assert toy_run(tmp_path) == 0
+    root = tmp_path / TOY_FOLDER
+    pngs = {k: v for k, v in stamps(root).items() if k.endswith(".png")}
+    assert len(pngs) == 7  # 3 standard, 3 adjusted, the side-by-side picture
+    capsys.readouterr()
+
+    assert toy_run(tmp_path) == 0
+    assert "0 images generated (0 files written), 6 already present" in capsys.readouterr().out
+    assert {k: v for k, v in stamps(root).items() if k.endswith(".png")} == pngs
+
+    import hrv_diffusion.core.models as models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    with monkeypatch.context() as m:
+        m.setattr(models, "load_pipeline", no_model)
+        for flag, value, key in [("--guidance_scale", "5", "guidance_scale"),
+                                 ("--clamping_value", "3", "adjustment.clamp"),
+                                 ("--n_inference_steps", "4", "num_inference_steps"),
+                                 ("--height", "48", "height")]:
+            assert toy_run(tmp_path, flag, value) == 2, flag
+            line = error_line(capsys)
+            assert f"made with {key}=" in line and "--overwrite" in line, line
+    assert {k: v for k, v in stamps(root).items() if k.endswith(".png")} == pngs  # no image touched or added
+
+    before = {seed: read(root / "sd-hrv" / f"{seed}.png") for seed in (1, 2, 3)}
+    assert toy_run(tmp_path, "--guidance_scale", "5", "--overwrite") == 0
+    assert "6 images generated (6 files written), 0 already present" in capsys.readouterr().out
+    after = stamps(root)
+    assert all(after[k] != pngs[k] for k in pngs), "every image is written again"
+    assert json.loads((root / "manifest.json").read_text())["guidance_scale"] == 5.0
+    assert any(not np.array_equal(before[s], read(root / "sd-hrv" / f"{s}.png")) for s in before)
+    # the new images are those of guidance 5, from a run in a fresh folder
+    assert toy_run(tmp_path / "fresh", "--guidance_scale", "5") == 0
+    for name in ("sd-hrv/1.png", "standard_sd/3.png", "side_by_side.png"):
+        assert np.array_equal(read(root / name), read(tmp_path / "fresh" / TOY_FOLDER / name)), name
+
+
+def test_resume_writes_only_the_missing_images_and_the_grid(tmp_path, capsys):
+    assert toy_run(tmp_path) == 0
+    root = tmp_path / TOY_FOLDER
+    (root / "sd-hrv" / "2.png").unlink()
+    kept = stamps(root)
+    capsys.readouterr()
+    assert toy_run(tmp_path) == 0
+    assert "2 images generated (1 files written), 5 already present" in capsys.readouterr().out
+    now = stamps(root)
+    changed = sorted(k for k in now if now[k] != kept.get(k))
+    assert changed == ["manifest.json", "sd-hrv/2.png"]  # the grid's pixels did not change: not rewritten
+    # fewer seeds: no image is made, the grid shows the seeds asked for
+    assert main([*TOY, "--seeds", "3", "1", "--output_path", str(tmp_path)]) == 0
+    grid = read(root / "side_by_side.png")
+    assert grid.shape == (66, 66, 3)
+    assert np.array_equal(grid[:32, :32], read(root / "standard_sd/3.png"))
+    assert np.array_equal(grid[34:, 34:], read(root / "sd-hrv/1.png"))
+
+
+def test_interrupt_keeps_finished_images_and_prints_the_resume_command(tmp_path, capsys, monkeypatch):
+    import hrv_diffusion.apps.adjust_runs as runs
+
+    calls = []
+    real = runs.generate_adjusted
+
+    def stop_second_call(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "generate_adjusted", stop_second_call)
+    assert main([*TOY, "--seeds", "1", "2", "3", "4", "--batch_size", "4", "--output_path", str(tmp_path),
+                 "--overwrite"]) == 130
+    assert calls == [[1, 2], [3, 4]]  # 8 rows in batches of 4: two seeds a call
+    root = tmp_path / TOY_FOLDER
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")) == [
+        "sd-hrv/1.png", "sd-hrv/2.png", "standard_sd/1.png", "standard_sd/2.png"]
+    err = capsys.readouterr().err
+    assert f"the finished images are saved under {root}" in err
+    assert "continue with (it skips them): reduce_misinterpretation.py --prompt" in err and "--overwrite" not in err
+
+
+@pytest.mark.parametrize("card", ["toy", "tiny-sdxl"])
+def test_non_square_size(tmp_path, hrvs, card):
+    extra = ["--hrv", str(hrvs[card]), "--undesired", "Plants"] if card in hrvs else []
+    code = main([*TOY, "--model_card", card, "--seeds", "1", "2", "--height", "48", "--width", "32",
+                 "--output_path", str(tmp_path), *extra])
+    assert code == 0
+    root = next(tmp_path.iterdir())
+    for path in root.rglob("[0-9].png"):
+        assert read(path).shape == (48, 32, 3), path
+    assert len(list(root.rglob("[0-9].png"))) == 4
+    assert read(root / "side_by_side.png").shape == (2 * 48 + 2, 2 * 32 + 2, 3)
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert (manifest["height"], manifest["width"]) == (48, 32)
+
+
+def test_default_size_manifest_has_no_size_keys(tmp_path):
+    """Folders of the model's size keep the manifest keys they had before --height/--width existed."""
+    assert toy_run(tmp_path, "--seeds", "1") == 0
+    manifest = json.loads((tmp_path / TOY_FOLDER / "manifest.json").read_text())
+    assert sorted(manifest) == ["adjustment", "decode", "dtype", "guidance_scale", "hrv", "hrv_fingerprint",
+                                "model_card", "model_version", "num_inference_steps", "prompt"]
+
+
+def test_size_not_a_multiple_is_one_line(tmp_path, capsys):
+    assert toy_run(tmp_path, "--height", "50") == 2
+    assert "--height 50 is not a multiple of" in error_line(capsys)

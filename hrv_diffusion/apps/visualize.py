@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hrv_diffusion.core.heads import PLACES, parse_label
+from hrv_diffusion.io import atomic_output, write_text
 
 FORMATS = ("png", "pdf")
 
@@ -127,18 +128,14 @@ def markdown_table(frame, digits: int = 3) -> str:
 
 
 def write_top_heads(frame, stem: str | os.PathLike) -> list[Path]:
-    """Write ``stem.csv`` and ``stem.md`` (one section per concept); returns both paths."""
-    from hrv_diffusion.hrv.shards import atomic_output
-
+    """Write ``stem.csv`` and ``stem.md`` (one section per concept), atomically; returns both paths."""
     stem = Path(stem)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    with atomic_output(csv_path) as temp:
-        frame.to_csv(temp, index=False)
+    write_text(frame.to_csv(index=False), csv_path)
     parts = [f"# The {frame['rank'].max()} most relevant CA heads of each concept\n"]
     for concept, rows in frame.groupby("concept", sort=False):
         parts.append(f"\n## {concept}\n\n" + markdown_table(rows[["rank", "head", "value"]]))
-    with atomic_output(md_path) as temp:
-        Path(temp).write_text("".join(parts), encoding="utf-8")
+    write_text("".join(parts), md_path)
     return [csv_path, md_path]
 
 
@@ -155,8 +152,6 @@ def _pyplot():
 
 def save_figure(fig, stem: str | os.PathLike, formats=FORMATS, dpi: int = 150) -> list[Path]:
     """Write ``fig`` as ``stem.<format>`` for each format (atomically), close it, return the paths."""
-    from hrv_diffusion.hrv.shards import atomic_output
-
     paths = []
     for fmt in formats:
         path = Path(stem).with_suffix(f".{fmt}")
@@ -284,7 +279,8 @@ def plot_hrv_heatmap(hrv: np.ndarray, labels: list[str], concept_names: list[str
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="relevance (each row sums to H)")
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    with atomic_output(path) as temp:
+        fig.savefig(temp, format=Path(path).suffix.lstrip(".") or "png", dpi=150)
     plt.close(fig)
     return Path(path)
 

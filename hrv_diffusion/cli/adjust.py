@@ -10,24 +10,21 @@ same starting noise, generated in one batch (--batch_size rows per call), and ar
     {output_path}/prompt_{NN}_{prompt, spaces -> _}/sd-hrv/{seed}.png            (SDXL: .../sdxl-hrv)
     {output_path}/prompt_{NN}_{prompt, spaces -> _}/side_by_side.png             (top: standard, bottom: adjusted)
 
-Existing images are kept (resume) unless --overwrite; manifest.json records the settings. See docs/adjust.md.
+manifest.json records the settings. A rerun makes only the missing images; a folder made with other settings is
+refused unless --overwrite (which regenerates its images). See docs/adjust.md.
 """
 from __future__ import annotations
 
 import argparse
-import json
 
-from hrv_diffusion.cli.p2p import show_defaults
-from hrv_diffusion.cli.relevance import SD_CARD
-from hrv_diffusion.cli.common import (ArgumentParser, finite_float, nonnegative_float, nonnegative_int, positive_int,
-                                      step_fraction)
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, finite_float, nonnegative_int, step_fraction
+from hrv_diffusion.cli.flags import add_generation_flags, add_hrv_flags, add_model_flags, add_output_flags
 
-GRID = "side_by_side.png"
-MANIFEST = "manifest.json"
+PROGRAM = "reduce_misinterpretation.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("the reference's settings")
     g.add_argument("--prompt", default="A vase in lavender color", help="the prompt")
     g.add_argument("--selected_token", "--word", "--target_token", dest="word", default=None,
@@ -36,29 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--desired", default="Color", help="the concept the word should be read as")
     g.add_argument("--undesired", default="Plants",
                    help="the concept the word should not be read as ('none': strengthen the desired one only)")
-    g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=list(range(1, 11)),
-                   help="one image pair per seed")
     g.add_argument("--clamping_value", "--clamp", dest="clamp", default="auto",
                    help="upper bound of every HRV element before 2·d − u: a number, 'none', or 'auto' (9 for SDXL, "
                         "none for SD v1.x, as the reference's notebooks)")
     g.add_argument("--reweight_steps", type=step_fraction, nargs=2, default=[0.0, 1.01], metavar=("START", "END"),
                    help="adjusted evaluations [int(START·(S+1)), int(END·(S+1))): the reference's [0, 1.01] = all")
-    g.add_argument("--model_card", default=SD_CARD,
-                   help="hub id or local folder of an SD 1.x/2.x or SDXL model, or toy / tiny-sd / tiny-sdxl")
-    g.add_argument("--n_inference_steps", type=positive_int, default=50,
-                   help="PNDM steps (50 steps = 51 UNet evaluations)")
-    g.add_argument("--guidance_scale", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
     g.add_argument("--prompt_num", type=nonnegative_int, default=1, help="NN of the output folder prompt_NN_...")
-    g.add_argument("--output_path", default="./reduce_misinterpretation_outputs", help="root of the outputs")
-    g.add_argument("--gpu_num", type=nonnegative_int, default=0, help="CUDA device index")
-    a = p.add_argument_group("added")
-    a.add_argument("--hrv", default="paper",
-                   help="'paper' (the paper's HRVs for SD v1.4 / SDXL from the cache hrv-published fills; the toy's "
-                        "shipped HRVs for --model_card toy) or an HRV built here (a category_vectors .npy or its "
-                        "folder); other models need their own HRV")
-    a.add_argument("--description", default=None,
-                   help="the concept set of the HRV rows (default: toy_concepts for the toy model, else the paper's "
-                        "340_final_text_descriptions)")
+    add_model_flags(p.add_argument_group("model"))
+    add_generation_flags(p.add_argument_group("generation"), seeds=range(1, 11), batch_size=16,
+                         batch_help="rows per pipeline call; a seed's standard and adjusted images are two rows",
+                         decode="truncate")
+    add_output_flags(p.add_argument_group("output"), default_path="./reduce_misinterpretation_outputs")
+    a = p.add_argument_group("HRV and adjustment")
+    add_hrv_flags(a)
     a.add_argument("--weights", nargs="+", default=None, metavar="CONCEPT=WEIGHT",
                    help="any weighted combination instead of 2·desired − undesired, e.g. Color=2 Plants=-1 "
                         "Material=0.5")
@@ -67,17 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--renormalize", action="store_true",
                    help="divide each query's adjusted probabilities by their sum (needs --min_factor >= 0; slower: "
                         "explicit attention on the adjusted rows)")
-    a.add_argument("--batch_size", type=positive_int, default=16,
-                   help="rows per pipeline call; a seed's standard and adjusted images are two rows")
-    a.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="auto = float16 on CUDA, float32 on CPU; float32 is the faithful mode")
-    a.add_argument("--device", default=None, help="torch device (default: cuda:GPU_NUM if available, else cpu)")
-    a.add_argument("--decode", choices=["truncate", "round"], default="truncate",
-                   help="uint8 conversion: truncate as the reference's notebooks, or round as diffusers' PIL path")
-    a.add_argument("--overwrite", action="store_true",
-                   help="regenerate existing images and replace a folder made with other settings")
-    a.add_argument("--quiet", action="store_true", help="no progress bar")
-    show_defaults(p)
     return p
 
 
@@ -115,29 +91,11 @@ def parse_weights(args) -> dict[str, float]:
     return out
 
 
-def folder_names(prompt: str, prompt_num: int, sdxl: bool) -> tuple[str, str, str]:
-    """(prompt folder, standard folder, adjusted folder) of the published layout."""
-    from hrv_diffusion.apps.output_paths import safe_folder_name
-
-    name = safe_folder_name(f"{'sdxl_' if sdxl else ''}prompt_{prompt_num:02d}_{prompt.replace(' ', '_')}")
-    return name, ("standard_sdxl" if sdxl else "standard_sd"), ("sdxl-hrv" if sdxl else "sd-hrv")
-
-
-def run(args) -> int:
-    import numpy as np
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from hrv_diffusion.apps.adjust import Adjustment, generate_adjusted, side_by_side, word_columns
-    from hrv_diffusion.apps.output_paths import child_dir
-    from hrv_diffusion.apps.p2p_runs import save_png, write_json
-    from hrv_diffusion.cli.p2p import concept_names
-    from hrv_diffusion.core.device import resolve_device, resolve_dtype
-    from hrv_diffusion.core.heads import head_layout
-    from hrv_diffusion.core.models import is_sdxl_index, load_model_index, load_pipeline, model_version
+def adjustment_from(args, ctx):
+    """The adjustment the flags ask for, checked before anything loads (word, batch size, concepts, clamp)."""
+    from hrv_diffusion.apps.adjust import Adjustment, word_columns
     from hrv_diffusion.core.tokenizer import clip_tokenizer
     from hrv_diffusion.errors import UserError
-    from hrv_diffusion.hrv.vectors import load_hrv
 
     if not args.word:
         raise UserError("--selected_token is required: the word of the prompt to adjust, e.g. --selected_token "
@@ -145,71 +103,68 @@ def run(args) -> int:
     if args.batch_size < 2:
         raise UserError("--batch_size must be at least 2: a seed's standard and adjusted images are two rows")
     weights = parse_weights(args)
-    args.class_list_path = None
-    names = concept_names(args)
-    for concept in weights:
-        if concept not in names:
-            raise UserError(f"unknown concept {concept!r}; the concept set has: {', '.join(names)}")
-    word_columns(clip_tokenizer(), args.prompt, args.word)  # before anything loads
-    from hrv_diffusion.core.models import ALIASES
-    from hrv_diffusion.core.tiny import TINY_MODELS
+    ctx.check_concepts(weights)
+    word_columns(clip_tokenizer(), args.prompt, args.word)
+    return Adjustment(args.word, weights, clamp=parse_clamp(args.clamp, ctx.is_sdxl()),
+                      steps=tuple(args.reweight_steps), min_factor=args.min_factor, renormalize=args.renormalize)
 
-    card = args.model_card
-    sdxl = card == "tiny-sdxl" if card in TINY_MODELS else is_sdxl_index(load_model_index(str(ALIASES.get(card, card))))
-    adjustment = Adjustment(args.word, weights, clamp=parse_clamp(args.clamp, sdxl), steps=tuple(args.reweight_steps),
-                            min_factor=args.min_factor, renormalize=args.renormalize)
-    mv = model_version(card)
-    if str(args.hrv) == "paper":
-        load_hrv("paper", mv, names)  # the missing-download error before the model loads
 
-    device = resolve_device(args.device, args.gpu_num)
-    dtype = resolve_dtype(args.dtype, device)
-    pipe = load_pipeline(card, dtype=dtype, device=device)
-    layout = head_layout(pipe.unet)
-    hrv = load_hrv(args.hrv, mv, names, layout)
+def claim(args, ctx, settings):
+    """The run's output tree and folders, after checking the prompt folder against ``settings`` but the HRV's
+    fingerprint (it needs the loaded UNet's head order: ``run`` claims the folder with it after loading)."""
+    from hrv_diffusion.apps.adjust_runs import AdjustFolders
+    from hrv_diffusion.apps.runs import OutputTree
 
-    prompt_folder, standard_name, adjusted_name = folder_names(args.prompt, args.prompt_num, sdxl)
-    root = child_dir(args.output_path, prompt_folder)
-    standard_dir, adjusted_dir = root / standard_name, root / adjusted_name
-    manifest = {"prompt": args.prompt, "model_card": card, "model_version": mv, "dtype": dtype,
-                "num_inference_steps": args.n_inference_steps, "guidance_scale": args.guidance_scale,
-                "decode": args.decode, "adjustment": adjustment.to_dict(), "hrv": hrv.source,
-                "hrv_fingerprint": hrv.fingerprint()}
-    manifest_path = root / MANIFEST
-    if manifest_path.is_file() and not args.overwrite:
-        old = json.loads(manifest_path.read_text())
-        if old != manifest:
-            changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-            raise UserError(f"{root} was made with other settings ({', '.join(changed)}): pass --overwrite to "
-                            "replace its images, or another --output_path / --prompt_num")
-    seeds = list(dict.fromkeys(args.seeds))
-    todo = [s for s in seeds if args.overwrite or not ((standard_dir / f"{s}.png").is_file()
-                                                      and (adjusted_dir / f"{s}.png").is_file())]
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(manifest_path, manifest)
-    per_call = args.batch_size // 2
+    hint = "use another --output_path or --prompt_num"
+    early = OutputTree(args.output_path, overwrite=args.overwrite, ignore=("hrv_fingerprint",), retry_hint=hint)
+    folders = AdjustFolders.of(early, args.prompt, args.prompt_num, ctx.is_sdxl())
+    early.claim(folders.root, settings.manifest())
+    return OutputTree(args.output_path, overwrite=args.overwrite, retry_hint=hint), folders
+
+
+def run(args) -> int:
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from hrv_diffusion.apps.adjust_runs import (ROWS_PER_SEED, AdjustSettings, batch_maker, seeds_to_make,
+                                                write_side_by_side)
+    from hrv_diffusion.apps.runs import run_batches
+    from hrv_diffusion.cli.common import interrupted, sigterm_as_interrupt
+    from hrv_diffusion.cli.context import RunContext
+
+    ctx = RunContext.from_args(args)
+    adjustment = adjustment_from(args, ctx)
+    ctx.check_hrv()  # a missing download or an HRV of other concepts fails before the model loads
+    settings = AdjustSettings(args.prompt, ctx.card, ctx.model_version, ctx.dtype, args.n_inference_steps,
+                              args.guidance_scale, args.decode, adjustment, str(ctx.hrv_source),
+                              height=args.height, width=args.width)
+    tree, folders = claim(args, ctx, settings)
+    ctx.latent_shape()  # loads the model; a size the UNet cannot take fails here
+    settings = replace(settings, hrv_fingerprint=ctx.hrv.fingerprint())
+    tree.claim(folders.root, settings.manifest())
+    tree.commit()
+    todo = seeds_to_make(tree, folders, args.seeds)
     bar = tqdm(total=len(todo), unit="seed", disable=args.quiet, desc="SD-HRV")
-    for start in range(0, len(todo), per_call):
-        chunk = todo[start : start + per_call]
-        out = generate_adjusted(pipe, [args.prompt] * len(chunk), chunk, adjustment, hrv=hrv,
-                                num_inference_steps=args.n_inference_steps, guidance_scale=args.guidance_scale,
-                                decode=args.decode)
-        for seed, standard, adjusted in zip(chunk, out.standard, out.adjusted):
-            save_png(standard, standard_dir / f"{seed}.png")
-            save_png(adjusted, adjusted_dir / f"{seed}.png")
-        bar.update(len(chunk))
-    bar.close()
-
-    def read(folder):
-        return np.stack([np.asarray(Image.open(folder / f"{s}.png").convert("RGB")) for s in seeds])
-
-    save_png(side_by_side([read(standard_dir), read(adjusted_dir)]), root / GRID)
-    print(f"{len(todo)} standard and {len(todo)} adjusted images written under {root} "
-          f"({len(seeds) - len(todo)} seeds kept); side by side: {root / GRID}")
+    try:
+        with sigterm_as_interrupt():
+            report = run_batches(todo, batch_maker(ctx.pipe, tree, folders, settings, ctx.hrv),
+                                 batch_size=args.batch_size, rows=lambda seed: ROWS_PER_SEED, progress=bar)
+    except KeyboardInterrupt:
+        return interrupted(args, folders.root, PROGRAM)
+    finally:
+        bar.close()
+    report.root, report.present = folders.root, ROWS_PER_SEED * len(dict.fromkeys(args.seeds)) - report.written
+    grid = "written" if write_side_by_side(folders, args.seeds) else "unchanged"
+    print(f"{report.line()}; side by side ({grid}): {folders.grid}")
     return 0
 
 
 def main(argv=None) -> int:
-    from hrv_diffusion.cli.common import run_cli
+    from hrv_diffusion.cli.common import cli_main
 
-    return run_cli(run, build_parser().parse_args(argv))
+    return cli_main(run, build_parser(), argv, PROGRAM)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

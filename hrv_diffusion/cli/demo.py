@@ -76,13 +76,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     from hrv_diffusion.cli import extract, text_embeddings
+    from hrv_diffusion.cli.context import default_description
     from hrv_diffusion.hrv.files import read_hrv
     from hrv_diffusion.apps.visualize import plot_hrv_heatmap
 
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     toy = args.model_card == "toy"
-    description, prompt = ("toy_concepts", "toy") if toy else ("340_final_text_descriptions", "imagenet")
+    description, prompt = default_description(args.model_card), ("toy" if toy else "imagenet")
     common = ["--model_card", args.model_card, "--description", description]
     workers = args.workers or default_workers(args.prompts, args.batch_size)
     os.chdir(out)

@@ -23,9 +23,9 @@ from pathlib import Path
 from hrv_diffusion.hrv.files import write_published
 from hrv_diffusion.hrv.shards import (NotAShardError, Shard, ShardFormatError, find_shards, index_ranges, load_shard,
                                       merge_shards)
-from hrv_diffusion.cli.common import run_cli
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int, run_cli
+from hrv_diffusion.cli.flags import SD_CARD, SDXL_CARD
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
 
 SHARD_MAKER = "head_relevance_calculation.py"
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         prog="extract_head_relevance_vectors.py",
         description="Merge HRV vote-count shards and write category_vectors, head_index, head_roles, ... files. "
-                    "Assumes SD v1.4's shards (--model_card CompVis/stable-diffusion-v1-4); choose another model "
+                    f"Assumes SD v1.4's shards (--model_card {SD_CARD}); choose another model "
                     "with --model_card.",
     )
     parser.add_argument("--results_dir", default=None,
@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the model's name in shard and HRV file names; default: recognized from --model_card")
     parser.add_argument("--prompt", default="imagenet", help="prompt list name (or file) the shards were made with")
     parser.add_argument("--description", default="340_final_text_descriptions", help="concept word set name")
-    parser.add_argument("--model_card", default="CompVis/stable-diffusion-v1-4",
+    parser.add_argument("--model_card", default=SD_CARD,
                         help="the model the shards were made with; only its shards are used (matched by model version: "
-                             "sd_v1_4 for the default SD v1.4; pass stabilityai/stable-diffusion-xl-base-1.0 for SDXL, "
+                             f"sd_v1_4 for the default SD v1.4; pass {SDXL_CARD} for SDXL, "
                              "toy or tiny-sd for the built-in models, or the same card or folder given to "
                              "head_relevance_calculation.py)")
     parser.add_argument("--negative_prompt", action="store_true", help="select shards made with the negative prompt")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from hrv_diffusion.cli.common import ArgumentParser, positive_int
 
 

@@ -7,13 +7,11 @@ resume. Runs one process, a subset (--subset_running), or one rank of ``torchrun
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, positive_int
 
-SD_CARD = "CompVis/stable-diffusion-v1-4"
-SDXL_CARD = "stabilityai/stable-diffusion-xl-base-1.0"
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, positive_int
+from hrv_diffusion.cli.flags import SD_CARD, SDXL_CARD, add_model_flags
 
 
 def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
@@ -25,8 +23,6 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
                     "Then run extract_head_relevance_vectors.py to turn the counts into HRVs.",
         formatter_class=HelpFormatter)
     g = p.add_argument_group("published flags")
-    g.add_argument("--gpu_num", type=nonnegative_int, default=0,
-                   help="CUDA device index (under torchrun: LOCAL_RANK is used)")
     g.add_argument("--subset_running", action="store_true", help="run only part NUMERATOR of DENOMINATOR of the prompts")
     g.add_argument("--numerator", type=positive_int, default=1,
                    help="with --subset_running: which part of the prompts to run, 1..DENOMINATOR")
@@ -38,8 +34,6 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
                         "built in: imagenet, merged) or a path")
     g.add_argument("--description", default="340_final_text_descriptions",
                    help="concept set: a name (descriptions/NAME.txt here first, then the project's) or a path")
-    g.add_argument("--model_card", default=default_card,
-                   help="hub id, local diffusers folder, or a built-in model (tiny-sd, tiny-sdxl)")
     g.add_argument("--negative_prompt", action="store_true",
                    help="use the reference's fixed negative prompt instead of '' (SD 1.x only; not used in the paper)")
     g.add_argument("--epochs", type=positive_int, default=1, help="passes over the prompts; each draws new words")
@@ -49,99 +43,87 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
                    help="check the concept set has this many concepts")
     g = p.add_argument_group("added")
     g.add_argument("--batch_size", type=positive_int, default=default_batch, help="prompts per pipeline call")
-    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="auto = float16 on CUDA, float32 on CPU")
-    g.add_argument("--device", default=None, help="torch device (default: cuda:GPU_NUM if CUDA is available, else cpu)")
     g.add_argument("--seed", type=nonnegative_int, default=22, help="seed of latents and word sampling")
     g.add_argument("--legacy_seeding", action="store_true",
                    help="reproduce the reference's latents: one CPU generator seeded SEED, one randn per prompt in order")
     g.add_argument("--num_inference_steps", type=positive_int, default=50, help="50 PNDM steps = 51 UNet evaluations")
     g.add_argument("--guidance_scale", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
-    g.add_argument("--scheduler", choices=["pndm", "model"], default="pndm",
-                   help="pndm = the paper's sampler; model = the card's own scheduler")
     g.add_argument("--output_dir", default=".", help="embeddings are read from OUTPUT_DIR/word_lists, shards written to OUTPUT_DIR/results")
     g.add_argument("--embeddings", default=None, help="text-embedding file (default: OUTPUT_DIR/word_lists/...)")
     g.add_argument("--resume", action="store_true", help="continue existing shards instead of refusing to overwrite them")
     g.add_argument("--checkpoint_every", type=positive_int, default=100, help="save the shard every N prompts")
     g.add_argument("--max_prompts", type=positive_int, default=None, help="use only the first N prompts of the list")
-    g.add_argument("--compile", action="store_true", help="compile every UNet region but the cross-attention layers (faster on GPUs for long runs)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument("--model_version", default=None,
-                   help="the model's name in shard and HRV file names (sd_v1_4, sd_xl_base_1_0, ...); default: "
-                        "recognized from --model_card (a local copy of SD v1.4 or SDXL base from its config)")
+    add_model_flags(p.add_argument_group("model"), default_card=default_card, scheduler=True,
+                    compile_help="compile every UNet region but the cross-attention layers (faster on GPUs for long "
+                                 "runs)")
     return p
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun / accelerate environment variables."""
-    env = os.environ
-    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", env.get("RANK", 0)))
-
-
-def run(args) -> int:
-    import torch
-
-    from hrv_diffusion.hrv.concepts import check_counts, check_token_lengths, description_name, read_concept_set, resolve_description
-    from hrv_diffusion.cli.common import check_output_dir, rerun_command, sigterm_as_interrupt
-    from hrv_diffusion.hrv.construction import (RelevanceInterrupted, RelevanceSettings, rank_indices, run_relevance,
-                                                subset_indices)
+def read_inputs(args, card_version: str):
+    """(concept set, its name, prompts, text embeddings), checked before the model loads."""
+    from hrv_diffusion.hrv.concepts import check_counts, description_name, read_concept_set, resolve_description
     from hrv_diffusion.hrv.embeddings import embeddings_path, load_text_embeddings
-    from hrv_diffusion.core.device import resolve_device, resolve_dtype
-    from hrv_diffusion.core.models import load_pipeline, model_version
-    from hrv_diffusion.hrv.prompts import load_prompts, prompt_name, prompts_fingerprint
+    from hrv_diffusion.hrv.prompts import load_prompts
 
-    check_output_dir(args.output_dir, "--output_dir")
-    check_output_dir(Path(args.output_dir) / "results", "--output_dir")
-    rank, world_size, local_rank = _distributed()
-    if world_size > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    device = resolve_device(args.device, args.gpu_num)
-    dtype = resolve_dtype(args.dtype, device)
-
-    concept_file = resolve_description(args.description)
-    concepts = read_concept_set(concept_file, args.num_concepts, args.num_words_per_concept)
+    concepts = read_concept_set(resolve_description(args.description), args.num_concepts,
+                                args.num_words_per_concept)
     check_counts(concepts, args.num_concepts, args.num_words_per_concept)
     description = description_name(args.description)
     prompts = load_prompts(args.prompt)
     if args.max_prompts:
         prompts = prompts[: args.max_prompts]
-    card_mv = model_version(args.model_card)  # the name the text embeddings were made under
-    mv = args.model_version or card_mv
-    output_dir = Path(args.output_dir)
-    emb_file = Path(args.embeddings) if args.embeddings else embeddings_path(output_dir, description, card_mv)
+    emb_file = (Path(args.embeddings) if args.embeddings
+                else embeddings_path(Path(args.output_dir), description, card_version))
     if not emb_file.exists():
         raise FileNotFoundError(
             f"no text embeddings at {emb_file}: run first\n  python descriptions_to_text_embeddings.py "
             f"--model_card {args.model_card} --description {args.description} --output_dir {args.output_dir}")
-    embeddings = load_text_embeddings(emb_file, expect={"model_version": card_mv,
+    embeddings = load_text_embeddings(emb_file, expect={"model_version": card_version,
                                                         "concept_fingerprint": concepts.fingerprint()})
+    return concepts, description, prompts, embeddings
 
-    indices = list(range(len(prompts)))
-    subset = [args.numerator, args.denominator] if args.subset_running else None
-    if subset:
-        indices = subset_indices(len(prompts), *subset)
-    indices = rank_indices(indices, rank, world_size)
 
-    pipe = load_pipeline(args.model_card, dtype=dtype, device=device, scheduler=args.scheduler)
-    check_token_lengths(concepts, pipe.tokenizer)
-    if args.compile:
-        from hrv_diffusion.core.speed import compile_unet_regions
+def relevance_settings(args, ctx, description: str):
+    from hrv_diffusion.hrv.construction import RelevanceSettings
+    from hrv_diffusion.hrv.prompts import prompt_name
 
-        compile_unet_regions(pipe.unet)
-    settings = RelevanceSettings(
-        model_card=args.model_card, model_version=mv, description=description, prompt=prompt_name(args.prompt),
-        epochs=args.epochs, num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale,
-        negative_prompt=args.negative_prompt, seed=args.seed, seeding="legacy" if args.legacy_seeding else "per_prompt",
-        batch_size=args.batch_size, dtype=dtype, subset=subset, checkpoint_every=args.checkpoint_every,
-        compile=args.compile,
-        extra={"scheduler": args.scheduler})
+    return RelevanceSettings(
+        model_card=args.model_card, model_version=ctx.model_version, description=description,
+        prompt=prompt_name(args.prompt), epochs=args.epochs, num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, seed=args.seed,
+        seeding="legacy" if args.legacy_seeding else "per_prompt", batch_size=args.batch_size, dtype=ctx.dtype,
+        subset=[args.numerator, args.denominator] if args.subset_running else None,
+        checkpoint_every=args.checkpoint_every, compile=args.compile, extra={"scheduler": args.scheduler})
+
+
+def run(args) -> int:
+    import torch
+
+    from hrv_diffusion.cli.common import check_output_dir, rerun_command, sigterm_as_interrupt
+    from hrv_diffusion.cli.context import RunContext
+    from hrv_diffusion.core.models import model_version
+    from hrv_diffusion.hrv.concepts import check_token_lengths
+    from hrv_diffusion.hrv.construction import RelevanceInterrupted, run_relevance
+    from hrv_diffusion.hrv.prompts import prompts_fingerprint
+
+    check_output_dir(args.output_dir, "--output_dir")
+    check_output_dir(Path(args.output_dir) / "results", "--output_dir")
+    ctx = RunContext.from_args(args)  # device (LOCAL_RANK under torchrun), dtype, rank and world size
+    if ctx.world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    # the text embeddings are made under the card's own model version, whatever --model_version says
+    concepts, description, prompts, embeddings = read_inputs(args, model_version(args.model_card))
+    indices = ctx.my_indices(len(prompts))
+    check_token_lengths(concepts, ctx.pipe.tokenizer)
+    ctx.compile()
     metadata = {"concept_fingerprint": concepts.fingerprint(), "concept_names": list(concepts.names),
                 "prompt_fingerprint": prompts_fingerprint(prompts)}
     try:
         with sigterm_as_interrupt():
-            paths = run_relevance(pipe, settings, concepts, embeddings, prompts, indices, metadata,
-                                  output_dir / "results", rank=rank, world_size=world_size, resume=args.resume,
-                                  progress=not args.quiet)
+            paths = run_relevance(ctx.pipe, relevance_settings(args, ctx, description), concepts, embeddings,
+                                  prompts, indices, metadata, Path(args.output_dir) / "results", rank=ctx.rank,
+                                  world_size=ctx.world, resume=args.resume, progress=not args.quiet)
     except RelevanceInterrupted as stop:
         again = rerun_command(args._program, args._argv, ("--resume",))
         saved = (f"saved {stop.done} of {stop.total} prompts of epoch {stop.epoch} to {stop.path}" if stop.path
@@ -149,8 +131,8 @@ def run(args) -> int:
         print(f"interrupted: {saved}; continue with: {again}", file=sys.stderr)
         return 130
     for path in paths:
-        print(f"rank {rank}: wrote {path}" if world_size > 1 else f"wrote {path}")
-    if world_size > 1:
+        print(f"rank {ctx.rank}: wrote {path}" if ctx.world > 1 else f"wrote {path}")
+    if ctx.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0

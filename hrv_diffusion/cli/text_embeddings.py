@@ -8,14 +8,12 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int, run_cli
+from hrv_diffusion.cli.flags import SD_CARD
+from hrv_diffusion.core.models import DTYPES
 from hrv_diffusion.hrv.concepts import (DEFAULT_DESCRIPTION, check_token_lengths, description_name,
-                        read_concept_set, resolve_description)
+                                        read_concept_set, resolve_description)
 from hrv_diffusion.hrv.embeddings import build_text_embeddings, embeddings_path, save_text_embeddings
-from hrv_diffusion.cli.common import run_cli
-from hrv_diffusion.core.device import resolve_device
-from hrv_diffusion.core.models import DTYPES, load_pipeline, model_version
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
 
 
 @dataclass
@@ -23,7 +21,7 @@ class TextEmbeddingSettings:
     """One run's settings (the parsed command line)."""
 
     description: str = DEFAULT_DESCRIPTION
-    model_card: str = "CompVis/stable-diffusion-v1-4"
+    model_card: str = SD_CARD
     gpu_num: int = 0
     device: str | None = None
     dtype: str = "float32"
@@ -45,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--description", default=DEFAULT_DESCRIPTION,
                         help="concept set: a file path, or a NAME looked up as descriptions/NAME.txt|.csv in the "
                              "current directory, then in the project's descriptions/ folder")
-    parser.add_argument("--model_card", default="CompVis/stable-diffusion-v1-4",
+    parser.add_argument("--model_card", default=SD_CARD,
                         help="hub id (from the local cache), local diffusers folder, or tiny-sd / tiny-sdxl")
     parser.add_argument("--gpu_num", type=nonnegative_int, default=0, help="use cuda:GPU_NUM when CUDA is available")
     parser.add_argument("--device", default=None, help="torch device (e.g. cpu, cuda:1); overrides --gpu_num")
@@ -63,22 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pick_device(settings: TextEmbeddingSettings) -> str:
-    return resolve_device(settings.device, settings.gpu_num)
-
-
 def run(settings: TextEmbeddingSettings) -> str:
     """Encode and save; returns the written path."""
     path = resolve_description(settings.description)
     cs = read_concept_set(path, settings.num_concepts, settings.num_words_per_concept)
     from hrv_diffusion.cli.common import check_output_dir
+    from hrv_diffusion.cli.context import RunContext
 
     check_output_dir(settings.output_dir, "--output_dir")  # before the model is loaded
-    pipe = load_pipeline(settings.model_card, dtype=settings.dtype, device=pick_device(settings), scheduler="model")
-    check_token_lengths(cs, pipe.tokenizer)
+    ctx = RunContext.from_args(settings)  # the text encoder only: any scheduler
+    check_token_lengths(cs, ctx.pipe.tokenizer)
     name = description_name(path)
-    te = build_text_embeddings(pipe, cs, settings.model_card, name, batch_size=settings.batch_size)
-    out = embeddings_path(settings.output_dir, name, model_version(settings.model_card))
+    te = build_text_embeddings(ctx.pipe, cs, settings.model_card, name, batch_size=settings.batch_size)
+    out = embeddings_path(settings.output_dir, name, ctx.model_version)
     save_text_embeddings(out, te)
     print(f"{cs.num_concepts} concepts, {len(cs.flat_words)} words -> {tuple(te.embeddings.shape)}",
           file=sys.stderr)

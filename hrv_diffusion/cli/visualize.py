@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from hrv_diffusion.cli.common import ArgumentParser, positive_int
 
 MODEL_VERSIONS = ("sd_v1_4", "sd_xl_base_1_0", "toy")
@@ -89,6 +90,7 @@ def run(args) -> int:
     import numpy as np
 
     from hrv_diffusion.apps.visualize import visualize
+    from hrv_diffusion.cli.context import default_description
     from hrv_diffusion.errors import UserError
     from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
     from hrv_diffusion.hrv.vectors import load_hrv
@@ -98,8 +100,7 @@ def run(args) -> int:
                         f"not {args.model_version!r}")
     if args.top_k < 1:
         raise UserError(f"--top_k must be at least 1, got {args.top_k}")
-    description = args.description or ("toy_concepts" if args.model_version == "toy" else "340_final_text_descriptions")
-    names = read_concept_set(resolve_description(description)).names
+    names = read_concept_set(resolve_description(args.description or default_description(args.model_version))).names
     hrv = load_hrv(args.hrv, args.model_version, names)
     vectors_path, per_step_path = hrv_files(args.hrv, args.model_version)
     if args.per_timesteps:
