@@ -31,21 +31,28 @@ def votes_command(common: list[str], prompt: str, prompts: int, batch_size: int,
     return argv + (["--quiet"] if quiet else [])
 
 
-def run_votes(common: list[str], prompt: str, prompts: int, batch_size: int, workers: int, threads: int) -> int:
-    """Step 2: the vote counts, in-process (one worker) or in ``workers`` processes; the exit status."""
-    from hrv_diffusion.cli import relevance
-
-    if workers == 1:
-        import torch
-
-        torch.set_num_threads(threads)
-        return relevance.main(votes_command(common, prompt, prompts, batch_size, 1, 1, quiet=False))
-    print(f"   {workers} processes of {threads} thread(s) each; progress of the first:", flush=True)
+def step_env(threads: int | None = None) -> dict:
+    """The environment of a step's process: this hrv_diffusion first on the path, ``threads`` torch threads."""
     package_root = str(Path(__file__).resolve().parents[2])  # this hrv_diffusion, installed or not
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=path)
-    procs = [subprocess.Popen([sys.executable, "-m", "hrv_diffusion.cli.relevance",
-                               *votes_command(common, prompt, prompts, batch_size, k, workers, quiet=k > 1)], env=env)
+    env = dict(os.environ, PYTHONPATH=path)
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def command(name: str, argv: list[str]) -> list[str]:
+    """The command line of one of the package's commands (``hrv_diffusion.cli.NAME``), run as its own process."""
+    return [sys.executable, "-m", f"hrv_diffusion.cli.{name}", *argv]
+
+
+def run_votes(common: list[str], prompt: str, prompts: int, batch_size: int, workers: int, threads: int) -> int:
+    """Step 2: the vote counts in ``workers`` processes of ``threads`` torch threads; the exit status."""
+    if workers > 1:
+        print(f"   {workers} processes of {threads} thread(s) each; progress of the first:", flush=True)
+    env = step_env(threads)
+    procs = [subprocess.Popen(command("relevance", votes_command(common, prompt, prompts, batch_size, k, workers,
+                                                                 quiet=k > 1)), env=env)
              for k in range(1, workers + 1)]
     codes = [p.wait() for p in procs]
     return next((c for c in codes if c), 0)
@@ -75,7 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
-    from hrv_diffusion.cli import extract, text_embeddings
     from hrv_diffusion.cli.context import default_description
     from hrv_diffusion.hrv.files import read_hrv
     from hrv_diffusion.apps.visualize import plot_hrv_heatmap
@@ -88,10 +94,11 @@ def main(argv=None) -> int:
     workers = args.workers or default_workers(args.prompts, args.batch_size)
     os.chdir(out)
     steps = [
-        ("1/3 text embeddings of the concept words", lambda: text_embeddings.main(common)),
+        ("1/3 text embeddings of the concept words",
+         lambda: subprocess.call(command("text_embeddings", common), env=step_env())),
         ("2/3 head relevance votes",
          lambda: run_votes(common, prompt, args.prompts, args.batch_size, workers, args.threads)),
-        ("3/3 extraction", lambda: extract.main(common + ["--prompt", prompt])),
+        ("3/3 extraction", lambda: subprocess.call(command("extract", common + ["--prompt", prompt]), env=step_env())),
     ]
     for title, fn in steps:
         print(f"== {title}", flush=True)
