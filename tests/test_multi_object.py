@@ -48,7 +48,7 @@ def test_one_prompt_cli_writes_images_telemetry_and_grid_and_resumes(tmp_path, c
             "--seeds", "1", "2", "--output_path", str(tmp_path), "--batch_size", "2", *QUICK, "--thresholds", "0:0.5"]
     assert ae_main(argv) == 0
     folder = tmp_path / "attend_and_excite-hrv" / "exp_None" / "a red circle and a blue square"
-    assert sorted(p.name for p in folder.iterdir()) == ["1.json", "1.png", "2.json", "2.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["1.json", "1.png", "2.json", "2.png", "manifest.json"]
     record = json.loads((folder / "1.json").read_text())
     assert record["token_indices"] == [[3], [7]] and record["concepts"] == ["Shape", "Shape"]
     # the telemetry and the image are those of a direct A&E-HRV generation of the same inputs (the toy's Shape HRV,
@@ -77,7 +77,7 @@ def test_one_prompt_cli_writes_images_telemetry_and_grid_and_resumes(tmp_path, c
     assert record["settings"]["attention_res"] == 2 and record["settings"]["token_slice"] == "1:77"  # toy: 16/8
     assert Image.open(folder.parent / "a red circle and a blue square.png").size == (64, 32)
     assert ae_main(argv) == 0
-    assert "0 images generated, 2 existed" in capsys.readouterr().out
+    assert "0 images generated (0 files written), 2 already present" in capsys.readouterr().out
     # standard A&E with the diffusers anchor; plain SD
     assert ae_main([*argv, "--run_standard_attend_excite", "--anchor", "diffusers", "--attention_res", "8"]) == 0
     record = json.loads((tmp_path / "original_attend_and_excite/exp_None/a red circle and a blue square/2.json").read_text())
@@ -125,7 +125,7 @@ class TextLengthScorer:
 
 
 def make_images(root: Path, prompts, methods=("hrv", "sd"), seeds=(0, 1)):
-    from hrv_diffusion.apps.attend_excite import image_dir
+    from hrv_diffusion.apps.attend_excite_runs import image_dir
 
     rng = np.random.default_rng(0)
     for method in methods:

@@ -87,7 +87,7 @@ def score_images(root, experiment_num, prompts: list[MultiObjectPrompt], methods
     import pandas as pd
     from PIL import Image
 
-    from hrv_diffusion.apps.attend_excite import image_dir
+    from hrv_diffusion.apps.attend_excite_runs import image_dir
 
     root = Path(root)
     rows, missing = [], []
@@ -132,7 +132,7 @@ def summarize(per_image):
 
 
 def write_csv(frame, path) -> Path:
-    from hrv_diffusion.hrv.shards import atomic_output
+    from hrv_diffusion.io import atomic_output
 
     with atomic_output(path) as temp:
         frame.to_csv(temp, index=False)

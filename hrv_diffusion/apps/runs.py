@@ -5,8 +5,9 @@ function* (one ``generate`` call for a few plan items, returning the files to wr
 the same way for every application:
 
 - ``OutputTree(root, overwrite)``: folder names made safe (``folder``), each folder *claimed* with the settings its
-  images are made with (``claim``, also the folder's ``manifest.json``). A folder whose manifest disagrees, or that
-  holds images without one, is refused with one line naming the first differing setting and ``--overwrite``.
+  images are made with (``claim``, also the folder's ``manifest.json``). A folder of images whose manifest disagrees, or
+  that holds images without one, is refused with one line naming the first differing setting and ``--overwrite``
+  (a folder without images takes the new manifest: a run that failed before its first image locks nothing).
   ``missing(path)`` says which files still have to be made, so a rerun continues where a run stopped.
   ``commit()`` writes the manifests once every claim has passed (a refused run writes nothing).
 - ``pack(sizes, batch_size)``: the one batching rule: consecutive items in the fewest batches of at most
@@ -119,7 +120,7 @@ class OutputTree:
                 return f"{folder} holds images without a {MANIFEST} (another tool or version made them)"
             return None
         key = first_difference(stored, manifest, self.ignore)
-        if key is None:
+        if key is None or not _has_results(folder):  # no image made with the old settings: nothing to keep
             return None
         old, new = _flat(stored).get(key), _flat(manifest).get(key)
         return f"{folder} was made with {key}={old!r}, this run has {key}={new!r}"
