@@ -180,7 +180,7 @@ def test_self_window_follows_the_query_count_at_the_generation_size(pipes):
         hooked = [layer.module_name for layer in layout.self_layers if spy.wants_layer(layer)]
         generate(pipe, prompts, latents, num_inference_steps=STEPS, controllers=[spy], height=48, width=32)
         assert {q for kind, _, q, _ in spy.edits if kind == "self"} == edited
-        assert len(hooked) == (2 if limit == 96 else 0)  # down 1 and up 0 of tiny-sd's 12 x 8 layers
+        assert len(hooked) == (4 if limit == 96 else 0)  # tiny-sd's 12 x 8 layers: down 1, mid, up 0 (two)
     unsized = PromptToPrompt(rows, layout, pipe.tokenizer, STEPS, 64)  # no size given: every layer, in case
     assert all(unsized.wants_layer(layer) for layer in layout.self_layers)
 
