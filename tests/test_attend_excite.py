@@ -95,18 +95,18 @@ def one_pass(pipe, controllers, seed=3):
         pipe.unet(z, 500, encoder_hidden_states=cond)
 
 
-def direct_resample(maps: torch.Tensor, size: int) -> torch.Tensor:
-    """The spec's resampling with torchvision's blur: (N, C, h, w) -> (N, C, size, size)."""
+def direct_resample(maps: torch.Tensor, size) -> torch.Tensor:
+    """The spec's resampling with torchvision's blur, per axis: (N, C, h, w) -> (N, C, *size) (an int: square)."""
     from torchvision.transforms.functional import gaussian_blur
 
-    res = maps.shape[-1]
-    if res == size:
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(maps.shape[-2:]) == size:
         return maps
-    if res > size:
-        k = res // size + 1
-        sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
-        maps = gaussian_blur(maps, [k, k], [sigma, sigma])
-    return F.interpolate(maps, size=(size, size), mode="bicubic", align_corners=False)
+    ks = [res // target + 1 if res > target else 1 for res, target in zip(maps.shape[-2:], size)]  # (k_h, k_w)
+    if max(ks) > 1:
+        sigmas = [0.3 * ((k - 1) * 0.5 - 1) + 0.8 for k in ks]
+        maps = gaussian_blur(maps, [ks[1], ks[0]], [sigmas[1], sigmas[0]])  # torchvision: (x, y)
+    return F.interpolate(maps, size=size, mode="bicubic", align_corners=False)
 
 
 @pytest.mark.parametrize("size", [4, 8, 16])
@@ -146,6 +146,89 @@ def test_hrv_weights_and_standard_store(pipe):
         torch.testing.assert_close(store.maps[0, g], expected.permute(1, 2, 0), atol=2e-6, rtol=1e-5)
     assert len(at_8) == 4  # down 1, mid, up 0 (two layers): 16 heads
     torch.testing.assert_close(standard.maps[0, 0], torch.cat(at_8).mean(0).permute(1, 2, 0), atol=1e-6, rtol=1e-5)
+
+
+def direct_token_maps(direct, layout, hrv, size):
+    """From ``DirectProbs`` calls of one conditional pass: A&E-HRV's maps (G, R_h, R_w, T) computed head by head on
+    each layer's real grid, and the real grid of every layer."""
+    offsets = {layer.module_name: layer.offset for layer in layout.layers}
+    total, grids = 0, {}
+    for name, (h, w), probs in direct.calls:
+        grids[name] = (h, w)
+        grid = probs[0].float().permute(0, 2, 1).reshape(probs.shape[1], 77, h, w)  # (heads, T, h, w)
+        resampled = direct_resample(grid, size)  # (heads, T, R_h, R_w)
+        weights = torch.from_numpy(hrv[:, offsets[name] : offsets[name] + probs.shape[1]]).float() / layout.num_heads
+        total = total + torch.einsum("gh,htyx->gyxt", weights, resampled)
+    return total, grids
+
+
+def test_stores_at_a_non_square_size(pipe):
+    """64 x 32 pixels (32 x 16 latents): A&E-HRV resamples each layer's real grid (32 x 16, 16 x 8) to R x R; standard
+    A&E with R = 16 averages the layers whose grid is 16 rows high, on their 16 x 8 grid."""
+    from direct_attention import DirectProbs
+
+    layout = head_layout(pipe.unet)
+    hrv = np.random.default_rng(2).random((2, layout.num_heads)).astype(np.float32) * 3
+    z = seed_latents([3], latent_shape(pipe, 64, 32))
+    store = token_map_store(layout, settings(mode="hrv"), hrv, 4, latent=(32, 16))
+    standard = token_map_store(layout, settings(mode="standard"), None, 16, latent=(32, 16))
+    cond, _ = pipe.encode_prompt([PROMPT], "cpu", 1, False)
+    with torch.no_grad(), AttentionHooks(pipe.unet, [store, standard], cfg=False), DirectProbs(pipe.unet) as direct:
+        pipe.unet(z, 500, encoder_hidden_states=cond)
+    expected, grids = direct_token_maps(direct, layout, hrv, 4)
+    assert set(grids.values()) == {(32, 16), (16, 8)}
+    assert store.maps.shape == (1, 2, 4, 4, 77)
+    torch.testing.assert_close(store.maps[0], expected, atol=2e-6, rtol=1e-5)
+    at_16 = [probs[0].float() for name, grid, probs in direct.calls if grid == (16, 8)]  # (heads, N, T) each
+    mean = torch.cat(at_16).mean(0).reshape(16, 8, 77)
+    assert standard.maps.shape == (1, 1, 16, 8, 77)
+    torch.testing.assert_close(standard.maps[0, 0], mean, atol=1e-6, rtol=1e-5)
+
+
+def test_hrv_mode_at_a_non_square_size_against_direct_maps(pipe):
+    """generate_attend_excite at 64 x 32 pixels: the first evaluation's max attention per target equals the one
+    computed from direct maps of the same UNet pass; the images have the asked size."""
+    from direct_attention import DirectProbs
+
+    layout = head_layout(pipe.unet)
+    hrv = np.random.default_rng(3).random((2, layout.num_heads)).astype(np.float32) * 3
+    s = settings(mode="hrv", attention_res=4, num_inference_steps=3, max_iter_to_alter=2, thresholds={0: 0.05},
+                 max_refinement_steps=2)
+    z = seed_latents([7], latent_shape(pipe, 64, 32))
+    t = Targets.build([[2, 5]], [6], [0, 1])
+    out = generate_attend_excite(pipe, [PROMPT], z, t, s, hrv, height=64, width=32)
+    assert out.images.shape == (1, 64, 32, 3) and out.latents.shape[-2:] == (32, 16)
+    pipe.scheduler.set_timesteps(s.num_inference_steps)
+    first = pipe.scheduler.timesteps[0]
+    cond, _ = pipe.encode_prompt([PROMPT], "cpu", 1, False)
+    sample = pipe.scheduler.scale_model_input(z * pipe.scheduler.init_noise_sigma, first)
+    with torch.no_grad(), DirectProbs(pipe.unet) as direct:
+        pipe.unet(sample, first, encoder_hidden_states=cond)
+    maps, _ = direct_token_maps(direct, layout, hrv, 4)
+    expected = max_attention(maps[None], t, s)[0]  # (K,)
+    np.testing.assert_allclose(out.records[0][0]["max_attention"], expected.tolist(), rtol=1e-4, atol=1e-6)
+
+
+def test_standard_equals_diffusers_pipeline_at_a_non_square_size(pipe):
+    """48 x 32 pixels: diffusers' pipeline with ``attn_res=(12, 8)`` reads the layers whose calls have 96 queries;
+    standard A&E with R = 12 reads the layers whose grid is 12 rows high at this size: the same maps, the same
+    update (tolerance as in ``test_standard_equals_diffusers_pipeline``)."""
+    from diffusers import StableDiffusionAttendAndExcitePipeline
+
+    components = {k: v for k, v in pipe.components.items() if k != "image_encoder"}
+    oracle = StableDiffusionAttendAndExcitePipeline(**components, requires_safety_checker=False)
+    oracle.set_progress_bar_config(disable=True)
+    s = settings(attention_res=12, smooth_attentions=True, kernel="diffusers", token_slice="1:-1",
+                 num_inference_steps=4, max_iter_to_alter=3, thresholds={0: 0.05})
+    expected = oracle([PROMPT], token_indices=[2, 5], num_inference_steps=s.num_inference_steps, height=48, width=32,
+                      guidance_scale=7.5, generator=torch.Generator().manual_seed(1), max_iter_to_alter=3,
+                      thresholds=s.thresholds, scale_factor=20, attn_res=(12, 8), output_type="latent").images
+    ours = generate_attend_excite(pipe, [PROMPT], seed_latents([1], latent_shape(pipe, 48, 32)), targets(), s,
+                                  decode=None, height=48, width=32)
+    assert ours.latents.shape[-2:] == (24, 16)
+    scale = expected.abs().max()
+    torch.testing.assert_close(ours.latents, expected, atol=float(scale) * 5e-6, rtol=0)
+    assert [r["step"] for r in ours.records[0]] == [0, 1, 2] and "refinement_iterations" in ours.records[0][0]
 
 
 def test_standard_needs_layers_at_its_resolution(pipe):

@@ -593,3 +593,68 @@ def test_wants_layer_hooks_only_the_chosen_self_attention_layers(pipes):
     cross = {n for n in cross_attention_modules(unet)}
     assert names == cross | {chosen}
     assert processors == {f"{n}.processor" for n in names}
+
+
+# ---------------------------------------------------------------- the latent size and the early stop of a call
+
+
+class Calls(Controller):
+    """Records (module name, call) of every CA layer call, and keeps the probabilities it reads."""
+
+    def __init__(self):
+        self.seen, self.probs = [], {}
+
+    def reads_probs(self, layer, call):
+        return True
+
+    def read_probs(self, layer, call, probs):
+        self.seen.append((layer.module_name, call))
+        self.probs[layer.module_name] = probs.clone()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_call_carries_its_latent_size(pipes, name):
+    """Under a plain UNet call the pre-hook reads the latent size from the sample; ``set_call`` may say it, and a
+    size that disagrees with the sample is refused."""
+    unet = pipes[name].unet
+    sample, t, kwargs = unet_inputs(unet, batch=2)
+    wide = torch.randn(2, 4, 24, 16, generator=torch.Generator().manual_seed(5))  # not the default 16 x 16
+    calls = Calls()
+    with AttentionHooks(unet, [calls]) as hooks, torch.no_grad():
+        unet(wide, t, **kwargs)
+        assert {c.latent for _, c in calls.seen} == {(24, 16)}
+        hooks.set_call(3, slice(1, 2), (24, 16))
+        unet(wide, t, **kwargs)
+        assert hooks.call.latent == (24, 16) and hooks.step == 3
+        hooks.set_call(4, slice(1, 2))  # not said: read from the sample
+        unet(sample, t, **kwargs)
+        assert hooks.call.latent == (16, 16)
+        hooks.set_call(5, slice(1, 2), (16, 16))
+        with pytest.raises(ValueError, match="latent"):
+            unet(wide, t, **kwargs)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_stop_after_ends_the_call_after_that_layer(pipes, name):
+    """With ``stop_after`` the call ends once that layer's controllers have run: the layers before it and it are
+    read exactly as in a whole call, none after it, ``call_unet`` returns None; the next call runs to the end."""
+    unet = pipes[name].unet
+    sample, t, kwargs = unet_inputs(unet, batch=4)
+    full = Calls()
+    with AttentionHooks(unet, [full]) as hooks, torch.no_grad():
+        hooks.set_call(0, slice(2, 4))
+        expected = hooks.call_unet(sample, t, **kwargs)[0]
+    order = [module for module, _ in full.seen]  # forward order
+    assert order == [layer.module_name for layer in hooks.layout.layers]
+    stop = order[len(order) // 2]
+    part = Calls()
+    with AttentionHooks(unet, [part]) as hooks, torch.no_grad():
+        hooks.set_call(0, slice(2, 4), stop_after=stop)
+        assert hooks.call_unet(sample, t, **kwargs) is None
+        assert [module for module, _ in part.seen] == order[: order.index(stop) + 1]
+        for module in part.probs:
+            assert torch.equal(part.probs[module], full.probs[module])
+        hooks.set_call(1, slice(2, 4))  # the stop is not kept
+        assert torch.equal(hooks.call_unet(sample, t, **kwargs)[0], expected)
+        with pytest.raises(ValueError, match="cannot stop after"):
+            hooks.set_call(2, slice(2, 4), stop_after="down_blocks.0.resnets.0")

@@ -318,3 +318,30 @@ def test_self_attention_layers_share_the_block_numbering():
     for cross, self_ in zip(layout.layers, layout.self_layers):
         assert (self_.place, self_.index, self_.resolution, self_.kind) == (cross.place, cross.index, cross.resolution, "self")
         assert self_.module_name == cross.module_name.replace("attn2", "attn1")
+
+
+@pytest.mark.parametrize("name", ["toy", "tiny-sd", "tiny-sdxl"])
+def test_query_grid_follows_the_latent_size(name):
+    """``layer.grid(latent)`` is the (H, W) of the feature map its transformer really gets, at non-square and odd
+    latent sizes too (each halving rounds up); ``resolution`` is that grid at the default size."""
+    from direct_attention import DirectProbs
+
+    from hrv_diffusion.core.loop import encode_prompts
+    from hrv_diffusion.core.models import load_pipeline
+
+    pipe = load_pipeline(name)
+    layout = head_layout(pipe.unet)
+    conditioning = encode_prompts(pipe, ["a red car"], cfg=False, height=48, width=32)
+    for latent in ((24, 16), (13, 10), (16, 16)):
+        with torch.no_grad(), DirectProbs(pipe.unet) as direct:
+            pipe.unet(torch.zeros(1, 4, *latent), 10, encoder_hidden_states=conditioning.cond,
+                      added_cond_kwargs=conditioning.added)
+        seen = {module: grid for module, grid, _ in direct.calls}
+        assert {layer.module_name: layer.grid(latent) for layer in layout.layers} == seen, latent
+        assert all(probs.shape[2] == grid[0] * grid[1] for _, grid, probs in direct.calls)
+        assert all(layer.queries(latent) == seen[layer.module_name][0] * seen[layer.module_name][1]
+                   for layer in layout.layers)
+    default = (pipe.unet.config.sample_size,) * 2
+    assert all(layer.resolution == layer.grid(default) for layer in (*layout.layers, *layout.self_layers))
+    with pytest.raises(ValueError, match="latent size"):
+        layout.layers[0].grid(None)

@@ -239,3 +239,59 @@ def test_gradient_of_an_attention_map_loss_matches_finite_differences():
         # measured: relative differences of 1e-10 and below (float64); 1e-6 leaves room for other CPUs
         assert abs(float(numeric - analytic)) <= 1e-6 * abs(float(analytic)) + 1e-12, (float(numeric), float(analytic))
     assert grad.abs().max() > 0
+
+
+# ------------------------------------------------------------------------------------------ subsets and early stops
+
+@pytest.mark.parametrize("name", MODELS)
+def test_subset_is_the_same_loop_on_some_samples(pipes, name):
+    """``loop.subset(rows)``: the conditioning (SDXL's pooled embeddings and time ids too) of those samples, the same
+    evaluation index and guidance: its noise equals the whole batch's noise at those rows."""
+    from hrv_diffusion.core.attention import AttentionHooks
+    from hrv_diffusion.core.loop import DenoisingLoop
+
+    pipe = pipes[name]
+    prompts = ["a photo of a cat", "a red car", "a blue bird"]
+    conditioning = encode_prompts(pipe, prompts)
+    latents = seed_latents([1, 2, 3], latent_shape(pipe))
+    rows = torch.tensor([2, 0])
+    t = torch.tensor(501)
+    steps = Steps()
+    with torch.no_grad(), AttentionHooks(pipe.unet, [steps]) as hooks:
+        loop = DenoisingLoop(pipe, conditioning, 7.5, hooks)
+        for which in ("cond", "cfg"):
+            whole = loop.noise(latents, t, 4, rows=which)
+            steps.seen.clear()
+            some = loop.subset(rows).noise(latents[rows], t, 4, rows=which)
+            torch.testing.assert_close(some, whole[rows], atol=1e-5, rtol=1e-5)  # batch of 2 vs 3: kernel rounding
+            assert {s for s, _ in steps.seen} == {4} and {b for _, b in steps.seen} == {2}
+    sub = conditioning.subset(rows)
+    assert torch.equal(sub.cond, conditioning.cond[rows]) and torch.equal(sub.uncond, conditioning.uncond[rows])
+    if conditioning.added is not None:
+        assert all(torch.equal(sub.added[k], conditioning.added[k][rows]) for k in conditioning.added)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_noise_stop_after_reads_the_same_maps_and_returns_none(pipes, name):
+    """A pass stopped after the store's last layer records exactly the maps of a whole pass, with autograd."""
+    from hrv_diffusion.core.attention import AttentionHooks
+    from hrv_diffusion.core.loop import DenoisingLoop
+
+    pipe = pipes[name]
+    layout = head_layout(pipe.unet)
+    conditioning = encode_prompts(pipe, PROMPTS, cfg=False)
+    latents = seed_latents([1, 2], latent_shape(pipe)).requires_grad_(True)
+    first = layout.layers[: len(layout.layers) // 2]
+    store = AttentionMaps(layout, 4, layers={layer.module_name for layer in first}, keep_grad=True)
+    assert store.last_layer == first[-1].module_name
+    maps = []
+    with torch.enable_grad(), AttentionHooks(pipe.unet, [store]) as hooks:
+        loop = DenoisingLoop(pipe, conditioning, 1.0, hooks)
+        for stop in (None, store.last_layer):
+            store.reset()
+            out = loop.noise(latents, torch.tensor(501), 0, rows="cond", stop_after=stop)
+            assert (out is None) == (stop is not None)
+            maps.append(store.maps)
+    assert torch.equal(maps[0], maps[1]) and maps[1].requires_grad
+    with pytest.raises(ValueError, match="needs attention hooks"):
+        DenoisingLoop(pipe, conditioning, 1.0).noise(latents, torch.tensor(501), 0, rows="cond", stop_after="x")

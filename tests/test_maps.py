@@ -154,3 +154,34 @@ def test_bad_weights_shape():
     layout = head_layout(load_pipeline("tiny-sd").unet)
     with pytest.raises(ValueError, match="head_weights"):
         AttentionMaps(layout, 4, head_weights=torch.ones(2, layout.num_heads + 1))
+
+
+# ------------------------------------------------------------------------------------------ at another size
+
+def test_store_at_a_non_square_size_equals_direct_probabilities(pipe):
+    """48 x 32 pixels (24 x 16 latents, not the default 16 x 16): the store equals softmax(Q Kᵀ/√d) computed from
+    each layer's inputs, reshaped to the (H, W) its transformer really got, resampled per axis to a non-square R."""
+    from direct_attention import DirectProbs
+
+    layout = head_layout(pipe.unet)
+    latents = seed_latents([1, 2], latent_shape(pipe, 48, 32))
+    assert latents.shape[-2:] == (24, 16)
+    tokens, size = [1, 2, 4], (6, 4)
+    weights = torch.rand(2, layout.num_heads, generator=torch.Generator().manual_seed(4))
+    store = AttentionMaps(layout, size, head_weights=weights, tokens=tokens)
+    with DirectProbs(pipe.unet) as direct:
+        generate(pipe, ["a red car", "a blue bird"], latents, num_inference_steps=STEPS, controllers=[store],
+                 height=48, width=32)
+    grids = {grid for _, grid, _ in direct.calls}  # the real grids, none of them the default 16 x 16 or 8 x 8
+    assert (12, 8) in grids and grids <= {(24, 16), (12, 8)}
+    expected = None
+    offsets = {layer.module_name: layer.offset for layer in layout.layers}
+    for name, (h, w), probs in direct.calls:
+        cond = probs[probs.shape[0] // 2 :].float()  # (Bc, h, N, T): [uncond, cond] under CFG
+        for head in range(cond.shape[1]):
+            grid = cond[:, head, :, tokens].permute(0, 2, 1).reshape(cond.shape[0], len(tokens), h, w)
+            resampled = resample_maps(grid, size).permute(0, 2, 3, 1)  # (Bc, R_h, R_w, K)
+            term = weights[:, offsets[name] + head].view(1, -1, 1, 1, 1) * resampled[:, None]
+            expected = term if expected is None else expected + term
+    assert store.maps.shape == (2, 2, 6, 4, 3)
+    torch.testing.assert_close(store.maps, expected, atol=2e-5, rtol=2e-5)

@@ -122,14 +122,16 @@ class ReferenceEdit:
         return alpha * mapped + (1 - alpha) * own
 
 
-def reference_latents(pipe, source, edits, steps, max_queries, hrv=None):
+def reference_latents(pipe, source, edits, steps, max_queries, hrv=None, height=None, width=None):
     prompts = [source] + [e.target_prompt for e in edits]
     ref = ReferenceEdit(pipe, source, [e.target_prompt for e in edits], [e.spec for e in edits],
                         [e.target_token for e in edits], steps, max_queries, hrv)
-    latents = seed_latents([SEED], latent_shape(pipe)).expand(len(prompts), -1, -1, -1)  # one randn, shared
+    shape = latent_shape(pipe, height, width)
+    latents = seed_latents([SEED], shape).expand(len(prompts), -1, -1, -1)  # one randn, shared
     with ref, torch.no_grad():
         return pipe(prompts, latents=latents.clone(), num_inference_steps=steps, guidance_scale=7.5,
-                    output_type="latent").images
+                    output_type="latent", height=shape[1] * pipe.vae_scale_factor,
+                    width=shape[2] * pipe.vae_scale_factor).images
 
 
 # ------------------------------------------------------------------------------------------------ against it
@@ -146,6 +148,57 @@ def test_p2p_and_p2p_hrv_match_the_reference(pipes, name):
     reference = reference_latents(pipe, "a blue car", edits, STEPS, 64, hrv)
     torch.testing.assert_close(ours, reference, atol=2e-5, rtol=2e-5)  # explicit vs fused attention only
     assert (ours[1] - ours[2]).abs().max() > 1e-3  # the HRV restoration changes the edit
+
+
+@pytest.mark.parametrize("name, max_queries", [("tiny-sd", 64), ("tiny-sd", 96), ("tiny-sdxl", 96)])
+def test_p2p_at_a_non_square_size_matches_the_reference(pipes, name, max_queries):
+    """48 x 32 pixels (24 x 16 latents): the reference replaces self-attention where a call really has at most
+    ``max_queries`` queries (12 x 8 = 96 here, where the default size has 8 x 8 = 64), so with 64 no self-attention
+    layer is edited at this size, and with 96 the 12 x 8 ones are."""
+    pipe = pipes[name]
+    hrv = synthetic_hrv(pipe)
+    edits = (Edit("a red car", P2P, "red"), Edit("a red car", P2P_HRV, "red"))
+    ours = generate_edits(pipe, [Group("a blue car", SEED, edits)], hrv=hrv, num_inference_steps=STEPS,
+                          self_max_queries=max_queries, decode=None, height=48, width=32).latents
+    reference = reference_latents(pipe, "a blue car", edits, STEPS, max_queries, hrv, height=48, width=32)
+    assert ours.shape[-2:] == (24, 16)
+    torch.testing.assert_close(ours, reference, atol=2e-5, rtol=2e-5)
+
+
+def test_self_window_follows_the_query_count_at_the_generation_size(pipes):
+    """At 24 x 16 latents the self-attention layers have 384 and 96 queries (seen in the probabilities): a limit of
+    96 edits and hooks exactly the 96-query layers, a limit of 64 none (the default size's 8 x 8 = 64 is not
+    this size's)."""
+    pipe = pipes["tiny-sd"]
+    layout = head_layout(pipe.unet)
+    groups = [Group("a blue car", SEED, (Edit("a red car", P2P),))]
+    prompts, seeds, rows, _ = batch_rows(groups)
+    latents = seed_latents(seeds, latent_shape(pipe, 48, 32))
+    for limit, edited in ((96, {96}), (64, set())):
+        spy = Spy(rows, layout, pipe.tokenizer, STEPS, limit, latent=(24, 16))
+        hooked = [layer.module_name for layer in layout.self_layers if spy.wants_layer(layer)]
+        generate(pipe, prompts, latents, num_inference_steps=STEPS, controllers=[spy], height=48, width=32)
+        assert {q for kind, _, q, _ in spy.edits if kind == "self"} == edited
+        assert len(hooked) == (4 if limit == 96 else 0)  # tiny-sd's 12 x 8 layers: down 1, mid, up 0 (two)
+    unsized = PromptToPrompt(rows, layout, pipe.tokenizer, STEPS, 64)  # no size given: every layer, in case
+    assert all(unsized.wants_layer(layer) for layer in layout.self_layers)
+
+
+def test_local_blend_and_masks_at_a_non_square_size(pipes):
+    """The blend maps lie on the 12 x 8 grid of 24 x 16 latents (the default resolution: nearest to 24 / 4), and
+    the masks cover the 48 x 32 image."""
+    pipe = pipes["tiny-sd"]
+    layout = head_layout(pipe.unet)
+    assert default_blend_resolution(pipe, layout, 48, 32) == 12
+    blend = EditSpec("blend", local_blend=("car", "car"))
+    out = generate_edits(pipe, [Group("a blue car", SEED, (Edit("a red car", blend),), ("a red car",))],
+                         num_inference_steps=STEPS, height=48, width=32)
+    assert out.images.shape == (2, 48, 32, 3)
+    assert out.masks[0, "a red car"].shape == (48, 32) and out.masks[0, "a red car"].any()
+    maps = BlendMaps([], layout, pipe.tokenizer, 12, latent=(24, 16))
+    assert maps.store.size == (12, 8)
+    with pytest.raises(UserError, match="among \\[12, 24\\]"):
+        BlendMaps([], layout, pipe.tokenizer, 8, latent=(24, 16))
 
 
 def test_refine_and_reweight_match_the_reference(pipes):
@@ -182,7 +235,8 @@ class Spy(PromptToPrompt):
         self.edits = []  # (kind, step, query count, rows)
 
     def edit_probs(self, layer, call, probs):
-        self.edits.append((layer.kind, call.step, layer.num_queries, tuple(self.edited_rows(layer, call).tolist())))
+        queries = probs.shape[2]  # as the call really has them
+        self.edits.append((layer.kind, call.step, queries, tuple(self.edited_rows(layer, call).tolist())))
         return super().edit_probs(layer, call, probs)
 
 
@@ -193,7 +247,7 @@ def test_windows_and_layers_that_are_edited(pipes):
     layout = head_layout(pipe.unet)
     groups = [Group("a blue car", 1, (Edit("a red car", P2P), Edit("a red car", P2P_HRV, "red")))]
     _, _, rows, _ = batch_rows(groups)
-    spy = Spy(rows, layout, pipe.tokenizer, 10, 64, hrv=synthetic_hrv(pipe))
+    spy = Spy(rows, layout, pipe.tokenizer, 10, 64, hrv=synthetic_hrv(pipe), latent=(16, 16))
     with AttentionHooks(pipe.unet, [spy]) as hooks:
         hooked = {n for n, m in pipe.unet.attn_processors.items() if type(m).__name__ == "HookedAttnProcessor"}
         for step in range(11):
@@ -401,7 +455,8 @@ def test_controller_sees_no_row_outside_its_windows(pipes):
     p2p = PromptToPrompt(rows, layout, pipe.tokenizer, 50, 256)
     cross, small_self = layout.layers[0], layout.self_layers[1]
     assert p2p.edits_probs(cross, UNetCall(39)) and not p2p.edits_probs(cross, UNetCall(40))
-    assert p2p.edits_probs(small_self, UNetCall(19)) and not p2p.edits_probs(small_self, UNetCall(20))
+    assert p2p.edits_probs(small_self, UNetCall(19, latent=(16, 16)))
+    assert not p2p.edits_probs(small_self, UNetCall(20, latent=(16, 16)))
     assert p2p.edited_rows(cross, UNetCall(0)).tolist() == [1]
     probs = torch.rand(2, cross.heads, 4, 77)
     assert p2p.edit_probs(cross, UNetCall(45), probs) is probs

@@ -81,3 +81,33 @@ def test_runs_and_resumes(script, tmp_path):
         script.main(argv)
     assert script.main([*argv, "--resume"]) == 0  # nothing left to do
     assert json.loads(out.read_text())["images"] == report["images"]
+
+
+@pytest.mark.parametrize("mode", ["hrv", "standard", "sd"])
+def test_every_mode_runs_at_a_non_square_size(mode):
+    """The toy at 48 x 32 pixels (24 x 16 latents; its default is 32 x 32): A&E-HRV's maps are R x R, standard
+    A&E's the 6 x 4 grid of the layers 6 rows high, and the images have the asked size."""
+    import numpy as np
+    import torch
+
+    from hrv_diffusion.apps.attend_excite import (AttendExciteSettings, Targets, generate_attend_excite,
+                                                  token_map_store)
+    from hrv_diffusion.core.heads import head_layout
+    from hrv_diffusion.core.loop import latent_shape, seed_latents
+    from hrv_diffusion.core.models import load_pipeline
+
+    pipe = load_pipeline("toy")
+    layout = head_layout(pipe.unet)
+    s = AttendExciteSettings(mode=mode, attention_res=6 if mode == "standard" else 2, num_inference_steps=2,
+                             max_iter_to_alter=2, thresholds={0: 0.05}, max_refinement_steps=2)
+    hrv = np.random.default_rng(0).random((1, layout.num_heads))
+    latents = seed_latents([1, 2], latent_shape(pipe, 48, 32))
+    out = generate_attend_excite(pipe, ["a red circle"] * 2, latents, Targets.build([[3]] * 2, [4] * 2), s, hrv,
+                                 height=48, width=32)
+    assert out.images.shape == (2, 48, 32, 3) and out.latents.shape[-2:] == (24, 16)
+    assert len(out.records[0]) == (0 if mode == "sd" else 2)
+    if mode != "sd":
+        store = token_map_store(layout, s, hrv, latent=(24, 16))
+        assert store.size == ((2, 2) if mode == "hrv" else (6, 4))
+        assert all(0.0 <= m <= 1.0 for r in out.records[0] for m in r["max_attention"])
+        assert torch.isfinite(out.latents).all()

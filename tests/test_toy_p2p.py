@@ -55,3 +55,23 @@ def test_evaluation_reads_every_image_and_counts_every_verdict():
                   "kept_size": sum(v["kept"]["size"] for v in verdicts)}
         for key, count in counts.items():
             assert result["rates"][method.name][key] == count / len(cases), (method.name, key)
+
+
+def test_edits_at_a_non_square_size():
+    """The toy at 48 x 32 pixels: the source image is the plain generation of the same batch, bit for bit; the
+    edited image is not."""
+    import numpy as np
+
+    from hrv_diffusion.apps.p2p import Edit, Group, batch_rows, generate_edits
+    from hrv_diffusion.core.loop import generate, latent_shape, seed_latents
+    from hrv_diffusion.toy.p2p import P2P
+
+    pipe = load_pipeline("toy")
+    groups = [Group("a blue circle", 3, (Edit("a red circle", P2P),))]
+    out = generate_edits(pipe, groups, num_inference_steps=3, height=48, width=32)
+    prompts, seeds, _, sources = batch_rows(groups)
+    plain = generate(pipe, prompts, seed_latents(seeds, latent_shape(pipe, 48, 32)), num_inference_steps=3,
+                     decode="truncate", height=48, width=32)
+    assert out.images.shape == (2, 48, 32, 3)
+    assert np.array_equal(out.images[sources], plain.images[sources])
+    assert not np.array_equal(out.images[1], plain.images[1])

@@ -11,8 +11,9 @@ What differs between the variants is only how token k's map is built (``token_ma
 - **A&E-HRV** (the paper's, the default): every CA head's map resampled to ``attention_res`` (blur-then-bicubic
   down, bicubic up; ``core/maps.resample_maps``) and weighted by the HRV of token k's concept / H: one weighted map
   per target token (a convex average over all heads, since an HRV row sums to H);
-- **standard A&E**: the plain mean over the heads of the CA layers whose resolution is ``attention_res`` (16x16 on
-  SD v1.4: 40 heads);
+- **standard A&E**: the plain mean over the heads of the CA layers whose query grid is ``attention_res`` rows high
+  at the generation's latent size (16x16 on SD v1.4 at 512²: 40 heads; at a non-square size the maps keep that
+  grid, e.g. 6x4);
 - **plain SD**: no update at all.
 
 Faithful defaults are the reference's (SNU-DRL/HRV ``attend_and_excite_hrv.py``): softmax over token columns 1..76
@@ -27,8 +28,12 @@ gradient; refinement runs only the samples still above their target).
 Memory by design: the map store only reads probabilities, so self-attention and every CA layer whose maps the loss
 does not need keep fused SDPA; the needed CA probabilities are computed for the conditional rows of the gradient
 passes only; the UNet's weights are frozen during the passes (autograd then keeps no activations for weight
-gradients); a gradient pass stops after the last layer the loss reads (its output is not needed); no gradient pass
-runs at evaluations that neither update nor refine.
+gradients); a gradient pass stops after the last layer the loss reads (``DenoisingLoop.noise(..., stop_after=...)``:
+its output is not needed); refinement passes run only the samples still refining (``DenoisingLoop.subset``); no
+gradient pass runs at evaluations that neither update nor refine.
+
+Every layer's maps lie on its query grid for the generation's latent size, so any ``height``/``width`` works: A&E-HRV
+resamples each layer's grid to R x R, standard A&E keeps the grid of its layers.
 """
 from __future__ import annotations
 
@@ -42,9 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from hrv_diffusion.apps.output_paths import child_dir, safe_folder_name
-from hrv_diffusion.core.attention import Controller, UNetCall
-from hrv_diffusion.core.heads import AttnLayer, HeadLayout
-from hrv_diffusion.core.loop import Conditioning, DenoisingLoop, StepHook
+from hrv_diffusion.core.heads import HeadLayout
+from hrv_diffusion.core.loop import DenoisingLoop, StepHook
 from hrv_diffusion.core.maps import AttentionMaps
 from hrv_diffusion.errors import UserError
 from hrv_diffusion.hrv.shards import atomic_output
@@ -62,7 +66,7 @@ class AttendExciteSettings:
     """What one A&E run does; written into every image's telemetry JSON."""
 
     mode: str = "hrv"
-    attention_res: int = 8  # R: the maps are R x R
+    attention_res: int = 8  # R: the maps are R x R (standard A&E: R rows, its layers' grid)
     max_iter_to_alter: int = 25  # gradient steps at evaluations 0 .. max_iter_to_alter - 1
     thresholds: dict = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))  # {evaluation: threshold}
     scale_factor: float = 20.0
@@ -125,9 +129,9 @@ def smoothing_kernel(size: int, sigma: float, kind: str = "gaussian") -> torch.T
 
 
 def smooth(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """(N, R, R) -> (N, R, R): reflect padding by size//2, then a 2-D convolution with ``kernel``."""
+    """(N, R_h, R_w) -> (N, R_h, R_w): reflect padding by size//2, then a 2-D convolution with ``kernel``."""
     pad = kernel.shape[-1] // 2
-    padded = F.pad(images[:, None], (pad, pad, pad, pad), mode="reflect")  # (N, 1, R+2p, R+2p)
+    padded = F.pad(images[:, None], (pad, pad, pad, pad), mode="reflect")  # (N, 1, R_h+2p, R_w+2p)
     return F.conv2d(padded, kernel.to(images)[None, None])[:, 0]
 
 
@@ -166,9 +170,9 @@ def token_columns(token_slice: str, eot: int, length: int = 77) -> slice:
 def max_attention(maps: torch.Tensor, targets: Targets, settings: AttendExciteSettings) -> torch.Tensor:
     """Per sample and target, the spatial maximum of the target's map: (B, K).
 
-    ``maps`` (B, G, R, R, T) from ``token_map_store``. Per sample: the columns of ``settings.token_slice``, ×100,
-    softmax over them; target k's positions taken from group ``targets.groups[k]``; optional smoothing; max over
-    the R x R pixels, then over the target's positions."""
+    ``maps`` (B, G, R_h, R_w, T) from ``token_map_store``. Per sample: the columns of ``settings.token_slice``,
+    ×100, softmax over them; target k's positions taken from group ``targets.groups[k]``; optional smoothing; max
+    over the R_h x R_w pixels, then over the target's positions."""
     batch, k_count, width = targets.positions.shape
     kernel = (smoothing_kernel(settings.kernel_size, settings.sigma, settings.kernel).to(maps.device)
               if settings.smooth_attentions else None)
@@ -179,10 +183,10 @@ def max_attention(maps: torch.Tensor, targets: Targets, settings: AttendExciteSe
         if bool(((positions < columns.start) | (positions >= columns.stop)).any()):
             raise UserError(f"token index {positions.flatten().tolist()} outside the softmax columns "
                             f"{columns.start}..{columns.stop - 1} (--token_slice {settings.token_slice})")
-        chosen = maps[b, targets.groups.to(maps.device)]  # (K, R, R, T)
-        probs = torch.softmax(chosen[..., columns] * SOFTMAX_SCALE, dim=-1)  # (K, R, R, T')
-        index = (positions - columns.start)[:, None, None, :].expand(-1, *probs.shape[1:3], -1)  # (K, R, R, P)
-        images = probs.gather(-1, index).permute(0, 3, 1, 2)  # (K, P, R, R)
+        chosen = maps[b, targets.groups.to(maps.device)]  # (K, R_h, R_w, T)
+        probs = torch.softmax(chosen[..., columns] * SOFTMAX_SCALE, dim=-1)  # (K, R_h, R_w, T')
+        index = (positions - columns.start)[:, None, None, :].expand(-1, *probs.shape[1:3], -1)  # (K, R_h, R_w, P)
+        images = probs.gather(-1, index).permute(0, 3, 1, 2)  # (K, P, R_h, R_w)
         if kernel is not None:
             images = smooth(images.reshape(-1, *images.shape[-2:]), kernel).reshape(images.shape)
         out.append(images.amax(dim=(-2, -1)).amax(dim=-1))  # (K,)
@@ -199,13 +203,14 @@ def attend_excite_loss(maxima: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------ the maps
 
 def token_map_store(layout: HeadLayout, settings: AttendExciteSettings, hrv_rows: np.ndarray | None = None,
-                    resolution=None) -> AttentionMaps:
-    """The map store of a mode, recording with autograd.
+                    resolution=None, latent=None) -> AttentionMaps:
+    """The map store of a mode, recording with autograd, for a generation on latents of size ``latent`` (h, w)
+    (default: the UNet's default sample size).
 
-    ``hrv``: one group per row of ``hrv_rows`` (G, H), head weights = HRV / H, all CA layers, resampled to R.
-    ``standard``: one group, weight 1/n on each of the n heads of the CA layers at R x R (no resampling)."""
+    ``hrv``: one group per row of ``hrv_rows`` (G, H), head weights = HRV / H, all CA layers, resampled to R x R.
+    ``standard``: one group, weight 1/n on each of the n heads of the CA layers whose query grid is R rows high
+    (a (h, w) ``resolution``: that grid), on their own grid (no resampling)."""
     size = resolution or settings.attention_res
-    size = (size, size) if isinstance(size, int) else tuple(size)
     if settings.mode == "hrv":
         if hrv_rows is None:
             raise ValueError("A&E-HRV needs the HRV rows of the target tokens' concepts")
@@ -213,46 +218,23 @@ def token_map_store(layout: HeadLayout, settings: AttendExciteSettings, hrv_rows
         if rows.ndim != 2 or rows.shape[1] != layout.num_heads:
             raise UserError(f"the HRV rows have shape {tuple(rows.shape)}; this model needs (concepts, "
                             f"{layout.num_heads})")
+        size = (size, size) if isinstance(size, int) else tuple(size)
         return AttentionMaps(layout, size, head_weights=rows / layout.num_heads, keep_grad=True)
-    at_res = [layer for layer in layout.layers if layer.resolution == size]
+    grids = {layer.module_name: layer.grid(latent or layer.default_latent) for layer in layout.layers}
+    matches = (lambda grid: grid[0] == size) if isinstance(size, int) else (lambda grid: grid == tuple(size))
+    at_res = [layer for layer in layout.layers if matches(grids[layer.module_name])]
     if not at_res:
-        found = sorted({layer.resolution for layer in layout.layers})
-        raise UserError(f"standard A&E averages the CA layers at {size[0]}x{size[1]}, and this model has none "
-                        f"(its CA resolutions: {', '.join(f'{h}x{w}' for h, w in found)}): pick --attention_res "
-                        "among them")
+        found = sorted(set(grids.values()))
+        asked = f"{size}x{size}" if isinstance(size, int) else f"{size[0]}x{size[1]}"
+        raise UserError(f"standard A&E averages the CA layers at {asked}, and this model has none (its CA "
+                        f"resolutions: {', '.join(f'{h}x{w}' for h, w in found)}): pick --attention_res among them")
     weights = torch.zeros(1, layout.num_heads)
     for layer in at_res:
         weights[0, layer.offset : layer.offset + layer.heads] = 1.0
-    return AttentionMaps(layout, size, head_weights=weights / weights.sum(), keep_grad=True)
-
-
-class _PassDone(Exception):
-    """Raised after the last CA layer the loss reads: the rest of the gradient pass is not needed."""
-
-
-class StopAfterLayer(Controller):
-    """Ends a UNet call (raises ``_PassDone``) once ``store`` has read its last layer, while it is active."""
-
-    def __init__(self, store: AttentionMaps):
-        self.store = store
-        self.last = list(store.weights)[-1]  # the store's layers are in forward order (down, mid, up)
-
-    def reads_probs(self, layer: AttnLayer, call: UNetCall) -> bool:
-        return self.store.active and layer.module_name == self.last
-
-    def read_probs(self, layer: AttnLayer, call: UNetCall, probs: torch.Tensor) -> None:
-        raise _PassDone
+    return AttentionMaps(layout, grids[at_res[0].module_name], head_weights=weights / weights.sum(), keep_grad=True)
 
 
 # ------------------------------------------------------------------------------------------------ the update
-
-def _rows_loop(loop: DenoisingLoop, rows: torch.Tensor) -> DenoisingLoop:
-    """The same loop restricted to samples ``rows`` (conditional embeddings only)."""
-    c = loop.conditioning
-    index = rows.to(c.cond.device)
-    added = {k: v[index] for k, v in c.added.items()} if c.added is not None else None
-    return DenoisingLoop(loop.pipe, Conditioning(c.cond[index], None, added), loop.guidance_scale, loop.hooks)
-
 
 class AttendExcite(StepHook):
     """The A&E update as a step hook; ``records[b]`` collects sample b's per-evaluation telemetry."""
@@ -260,23 +242,19 @@ class AttendExcite(StepHook):
     grad = True
 
     def __init__(self, store: AttentionMaps, targets: Targets, settings: AttendExciteSettings,
-                 num_evaluations: int, stop: StopAfterLayer | None = None):
-        self.store, self.targets, self.settings, self.stop = store, targets, settings, stop
+                 num_evaluations: int, early_exit: bool = True):
+        self.store, self.targets, self.settings, self.early_exit = store, targets, settings, early_exit
         self.alphas = step_sizes(settings.scale_factor, num_evaluations, settings.scale_range)
         self.records: list[list[dict]] = [[] for _ in range(targets.positions.shape[0])]
         self.passes = 0  # gradient passes run (UNet forward + backward), for benchmarks
-
-    def controllers(self) -> list[Controller]:
-        return [self.store] + ([self.stop] if self.stop is not None else [])
 
     def _scores(self, z: torch.Tensor, t, step: int, loop: DenoisingLoop, rows: torch.Tensor):
         """One conditional pass of samples ``rows`` under autograd: (loss (b,), maxima (b, K))."""
         self.store.reset()
         self.store.active = True
         try:
-            _rows_loop(loop, rows).noise(z, t, step, rows="cond")
-        except _PassDone:
-            pass
+            stop_after = self.store.last_layer if self.early_exit else None  # nothing after it is needed
+            loop.subset(rows).noise(z, t, step, rows="cond", stop_after=stop_after)
         finally:
             self.store.active = False
         self.passes += 1
@@ -440,10 +418,9 @@ def generate_attend_excite(pipe, prompts: list[str], latents: torch.Tensor, targ
     layout = head_layout(pipe.unet)
     if settings.mode == "standard":  # one map for every target
         targets = Targets(targets.positions, torch.zeros_like(targets.groups), targets.eot)
-    store = token_map_store(layout, settings, hrv_rows)
+    store = token_map_store(layout, settings, hrv_rows, latent=tuple(latents.shape[-2:]))
     store.active = False  # recording only inside the hook's gradient passes
-    hook = AttendExcite(store, targets, settings, num_evaluations(pipe, settings.num_inference_steps),
-                        StopAfterLayer(store) if early_exit else None)
+    hook = AttendExcite(store, targets, settings, num_evaluations(pipe, settings.num_inference_steps), early_exit)
     with frozen_weights(pipe.unet):
-        out = generate(pipe, list(prompts), latents, controllers=hook.controllers(), step_hooks=[hook], **common)
+        out = generate(pipe, list(prompts), latents, controllers=[store], step_hooks=[hook], **common)
     return AttendExciteResult(out.latents, out.images, hook.records, hook.passes)

@@ -13,8 +13,8 @@ conditional half only, with no renormalization:
     (``"all_heads"``), or times 1 in the listed heads only (``"head_list"``, the reference's deprecated mode);
   - **reweight**: chosen words' columns times a factor (times the head's HRV value with ``reweight_with_hrv``);
 - **self-attention**, evaluations in its self window ``[int(a·S), int(b·S))``, only in layers with at most
-  ``self_max_queries`` queries (SD v1.4: 16 x 16 = 256, the reference's rule): the source row's probabilities, in
-  every head.
+  ``self_max_queries`` queries at the generation's latent size (SD v1.4 at 512²: 16 x 16 = 256, the reference's
+  rule): the source row's probabilities, in every head.
 
 Nothing else is touched: outside the windows, on the unconditional rows and on the source rows everything keeps
 the fused attention kernel, and an edited layer call computes explicit probabilities for the edited rows' outputs
@@ -63,10 +63,11 @@ def default_self_max_queries(pipe, height: int | None = None, width: int | None 
 
 
 def default_blend_resolution(pipe, layout: HeadLayout, height: int | None = None, width: int | None = None) -> int:
-    """The cross-attention resolution whose maps blend and mask: the one nearest to a quarter of the latent side
-    (ties: the finer). SD v1.4: 16 (P2P's five 16 x 16 layers); SDXL at 1024²: 32."""
-    _, h, _ = latent_shape(pipe, height, width)
-    sides = sorted({layer.resolution[0] for layer in layout.layers})
+    """The cross-attention resolution whose maps blend and mask, as the height of its query grid at this size: the
+    one nearest to a quarter of the latent height (ties: the finer). SD v1.4: 16 (P2P's five 16 x 16 layers); SDXL
+    at 1024²: 32."""
+    _, h, w = latent_shape(pipe, height, width)
+    sides = sorted({layer.grid((h, w))[0] for layer in layout.layers})
     return min(sides, key=lambda side: (abs(side - h / 4), -side))
 
 
@@ -247,13 +248,16 @@ class _Plan:
 class PromptToPrompt(Controller):
     """Prompt-to-Prompt and P2P-HRV edits of the rows ``edit_rows`` (see the module docstring).
 
-    ``hrv`` is an ``HRV`` in the UNet's head order (``HRV.for_layout``) when a method uses one."""
+    ``hrv`` is an ``HRV`` in the UNet's head order (``HRV.for_layout``) when a method uses one. ``latent`` (h, w),
+    the generation's latent size, decides which self-attention layers are hooked (None: every one, in case); the
+    self-attention window of each layer call follows the latent size of its UNet call."""
 
     self_attention = True
 
     def __init__(self, edit_rows: list[EditRow], layout: HeadLayout, tokenizer, num_inference_steps: int,
-                 self_max_queries: int, hrv=None, device=None):
+                 self_max_queries: int, hrv=None, device=None, latent: tuple[int, int] | None = None):
         self.layout, self.self_max_queries, self.device = layout, int(self_max_queries), device
+        self.latent = latent
         self.edit_rows = edit_rows
         H = layout.num_heads
         self.cross_windows = [window(r.edit.spec.cross_replace_steps, num_inference_steps + 1) for r in edit_rows]
@@ -329,10 +333,11 @@ class PromptToPrompt(Controller):
     def wants_layer(self, layer: AttnLayer) -> bool:
         if layer.is_cross:
             return True
-        return layer.num_queries <= self.self_max_queries and any(a < b for a, b in self.self_windows)
+        small = self.latent is None or layer.queries(self.latent) <= self.self_max_queries
+        return small and any(a < b for a, b in self.self_windows)
 
     def _active_plan(self, layer: AttnLayer, call: UNetCall) -> _Plan | None:
-        if not layer.is_cross and layer.num_queries > self.self_max_queries:
+        if not layer.is_cross and layer.queries(call.latent) > self.self_max_queries:
             return None
         return self._plan("cross" if layer.is_cross else "self", call.step)
 
@@ -382,7 +387,7 @@ class ExplicitPromptToPrompt(PromptToPrompt):
 # ------------------------------------------------------------------------------------------------ local blend
 
 def word_mask(maps: torch.Tensor, size: tuple[int, int], threshold: float, pool: int = 1) -> torch.Tensor:
-    """P2P's blend mask from summed word maps (E, R, R): max-pool (2·pool+1)², nearest upsampling to ``size``,
+    """P2P's blend mask from summed word maps (E, R_h, R_w): max-pool (2·pool+1)², nearest upsampling to ``size``,
     divide by each map's maximum, keep > ``threshold``. (E, 1, *size) bool."""
     maps = F.max_pool2d(maps[:, None].float(), 2 * pool + 1, stride=1, padding=pool)
     maps = F.interpolate(maps, size=tuple(size))
@@ -394,17 +399,20 @@ class BlendMaps:
     """What blending and masks read from the map store: per edit row, its map group and word columns."""
 
     def __init__(self, edit_rows: list[EditRow], layout: HeadLayout, tokenizer, resolution: int, hrv=None,
-                 masks: list[tuple[int, str, str]] = ()):
+                 masks: list[tuple[int, str, str]] = (), latent: tuple[int, int] | None = None):
+        """The maps of the CA layers whose query grid is ``resolution`` rows high on latents of ``latent`` (h, w)
+        (default: the UNet's default sample size), on that grid."""
         concepts = sorted({r.edit.spec.concept for r in edit_rows
                            if r.edit.spec.local_blend is not None and r.edit.spec.blend_with_hrv})
         weights = [torch.ones(layout.num_heads)]
         for concept in concepts:
             weights.append(PromptToPrompt._hrv_row(hrv, concept, layout.num_heads))
-        self.store = AttentionMaps(layout, resolution, head_weights=torch.stack(weights),
-                                   layers=lambda layer: layer.resolution == (resolution, resolution))
-        if not self.store.weights:
-            raise UserError(f"no cross-attention layer works at {resolution}x{resolution}: pass a blend resolution "
-                            f"among {sorted({l.resolution[0] for l in layout.layers})}")
+        grids = {layer.module_name: layer.grid(latent or layer.default_latent) for layer in layout.layers}
+        chosen = [name for name, grid in grids.items() if grid[0] == resolution]
+        if not chosen:
+            raise UserError(f"no cross-attention layer has a query grid {resolution} rows high here: pass a blend resolution "
+                            f"among {sorted({grid[0] for grid in grids.values()})}")
+        self.store = AttentionMaps(layout, grids[chosen[0]], head_weights=torch.stack(weights), layers=chosen)
         self.blend = []  # (row, source row, group, source columns (T,), target columns (T,)), rows that blend
         # (source row, source columns): the swapped words' region in a source image, per (row, source, target)
         self.masks = [(row, source_word_columns(tokenizer, source, target)) for row, source, target in masks]
@@ -417,8 +425,8 @@ class BlendMaps:
                 self.blend.append((r.row, r.source_row, group, source_cols, target_cols, spec.blend_threshold))
 
     def summed(self, row: int, group: int, columns: torch.Tensor) -> torch.Tensor:
-        """(R, R): the store's maps of ``row`` summed over the word ``columns``."""
-        maps = self.store.maps[row, group]  # (R, R, T)
+        """(R_h, R_w): the store's maps of ``row`` summed over the word ``columns``."""
+        maps = self.store.maps[row, group]  # (R_h, R_w, T)
         return (maps * columns.to(maps.device, maps.dtype)).sum(-1)
 
 
@@ -451,7 +459,7 @@ class LocalBlend(StepHook):
         out = latents.clone()
         for row, source, group, source_cols, target_cols, threshold in self.maps.blend:
             both = torch.stack([self.maps.summed(source, group, source_cols),
-                                self.maps.summed(row, group, target_cols)])  # (2, R, R)
+                                self.maps.summed(row, group, target_cols)])  # (2, R_h, R_w)
             mask = word_mask(both, size, threshold).any(dim=0).to(latents.dtype)  # (1, h, w)
             out[row] = latents[source] + mask * (latents[row] - latents[source])
         return out
@@ -490,26 +498,25 @@ def generate_edits(pipe, groups: list[Group], *, hrv=None, num_inference_steps: 
             check_edit(tokenizer, group.source_prompt, edit)
     prompts, seeds, edit_rows, source_rows = batch_rows(groups)
     device = pipe._execution_device
+    shape = latent_shape(pipe, height, width)  # (C, h, w)
     max_queries = default_self_max_queries(pipe, height, width) if self_max_queries is None else self_max_queries
     cls = ExplicitPromptToPrompt if explicit else PromptToPrompt
-    p2p = cls(edit_rows, layout, tokenizer, num_inference_steps, max_queries, hrv=hrv, device=device)
+    p2p = cls(edit_rows, layout, tokenizer, num_inference_steps, max_queries, hrv=hrv, device=device, latent=shape[1:])
     controllers, hooks, maps = [p2p], [], None
     mask_requests = [(source_rows[g], group.source_prompt, target)
                      for g, group in enumerate(groups) for target in group.mask_targets]
     if mask_requests or any(r.edit.spec.local_blend is not None for r in edit_rows):
         resolution = blend_resolution or default_blend_resolution(pipe, layout, height, width)
-        maps = BlendMaps(edit_rows, layout, tokenizer, resolution, hrv, masks=mask_requests)
+        maps = BlendMaps(edit_rows, layout, tokenizer, resolution, hrv, masks=mask_requests, latent=shape[1:])
         controllers.insert(0, maps.store)  # before the edits: it reads each row's own attention, as P2P's store
         hooks.append(LocalBlend(maps))
-    shape = latent_shape(pipe, height, width)
     latents = seed_latents(seeds, shape)  # one generator per row, so every row of a group starts alike
     out = generate(pipe, prompts, latents, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                    controllers=controllers, step_hooks=hooks, decode=decode, height=height, width=width)
     masks = {}
     if mask_requests:
-        summed = torch.stack([maps.summed(row, 0, cols) for row, cols in maps.masks])  # (M, R, R)
-        _, h, w = latent_shape(pipe, height, width)
-        size = (h * pipe.vae_scale_factor, w * pipe.vae_scale_factor)
+        summed = torch.stack([maps.summed(row, 0, cols) for row, cols in maps.masks])  # (M, R_h, R_w)
+        size = (shape[1] * pipe.vae_scale_factor, shape[2] * pipe.vae_scale_factor)
         regions = word_mask(summed, size, MASK_THRESHOLD)[:, 0].cpu().numpy()  # (M, H, W)
         keys = [(g, target) for g, group in enumerate(groups) for target in group.mask_targets]
         masks = dict(zip(keys, regions))

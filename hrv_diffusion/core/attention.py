@@ -5,10 +5,16 @@ and on the self-attention (``attn1``) modules too if a controller asks for them 
 through diffusers' processor API; the other layers keep their fused default. At ``__exit__`` the previous
 processors come back. What differs between applications lives in small ``Controller`` objects.
 
-Each UNet call has a ``UNetCall``: its evaluation index ``step`` and the rows of the batch that are conditional
-(``cond``). The denoising loop (``core/loop.py``) sets it before every call, so extra passes (A&E's gradient
-passes) never shift the index. Under a plain ``pipe(...)`` a forward pre-hook counts the UNet calls instead and
-assumes the batch ``[uncond, cond]`` (or all rows conditional with ``cfg=False``).
+Each UNet call has a ``UNetCall``: its evaluation index ``step``, the rows of the batch that are conditional
+(``cond``) and the latent size (``latent``, (h, w)) that places every layer's queries on its grid
+(``layer.grid(call.latent)``). The denoising loop (``core/loop.py``) sets it before every call, so extra passes
+(A&E's gradient passes) never shift the index. Under a plain ``pipe(...)`` a forward pre-hook counts the UNet calls
+instead, reads the latent size from the sample and assumes the batch ``[uncond, cond]`` (or all rows conditional
+with ``cfg=False``).
+
+A call may end early: with ``stop_after`` (the module name of a hooked layer) the call ends once that layer's
+controllers have run, and ``AttentionHooks.call_unet`` returns None (A&E's gradient passes need nothing after the
+last layer their loss reads). The hooks raise and catch their own private signal; controllers never see it.
 
 **Order of composition** in one layer call, for the conditional rows (a controller sees only those):
 
@@ -33,7 +39,7 @@ self-attention layer that no controller wants keeps its own processor (fused, or
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +49,18 @@ from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 
 @dataclass(frozen=True)
 class UNetCall:
-    """One UNet evaluation: its index in the denoising loop and the conditional rows of its batch (None: not
-    said, under a plain ``pipe(...)``; the hooks then assume ``[uncond, cond]``, or all rows with cfg=False)."""
+    """One UNet evaluation: its index in the denoising loop, the conditional rows of its batch (None: not
+    said, under a plain ``pipe(...)``; the hooks then assume ``[uncond, cond]``, or all rows with cfg=False),
+    the latent size (h, w) of its sample, and the layer after which it may end (None: it runs to the end)."""
 
     step: int
     cond: slice | None = None
+    latent: tuple[int, int] | None = None
+    stop_after: str | None = None
+
+
+class _CallEnded(Exception):
+    """Private to the hooks: ends a UNet call after its ``stop_after`` layer (caught by ``call_unet``)."""
 
 
 class Controller:
@@ -92,7 +105,11 @@ class Controller:
 
 
 class HookedAttnProcessor:
-    """Attention with observation, token scaling, reading and editing by controllers. One per hooked layer."""
+    """Attention with observation, token scaling, reading and editing by controllers. One per hooked layer.
+
+    It mirrors diffusers' ``AttnProcessor2_0`` at diffusers 0.42 op for op (plus the fused ``to_kv`` projection of
+    ``FusedAttnProcessor2_0``); the controllers' steps (module docstring) sit between the projections and ``to_out``.
+    """
 
     def __init__(self, layer: AttnLayer, hooks: "AttentionHooks"):
         self.layer = layer
@@ -100,7 +117,6 @@ class HookedAttnProcessor:
         self.controllers = [c for c in hooks.controllers if c.wants_layer(layer)]
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
-        layer, call = self.layer, self.hooks.call
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -109,101 +125,97 @@ class HookedAttnProcessor:
             batch, channel, height, width = hidden_states.shape
             hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
         batch = hidden_states.shape[0]
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            length = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape[1]
+            attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
             attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if encoder_hidden_states is None:
-            context = hidden_states
-        elif attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(encoder_hidden_states)
-
-        query = attn.to_q(hidden_states)
-        if getattr(attn, "fused_projections", False) and hasattr(attn, "to_kv"):
-            key, value = attn.to_kv(context).chunk(2, dim=-1)
-        else:
-            key, value = attn.to_k(context), attn.to_v(context)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, N, d)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, T, d)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, h, T, d)
-        if getattr(attn, "norm_q", None) is not None:
-            query = attn.norm_q(query)
-        if getattr(attn, "norm_k", None) is not None:
-            key = attn.norm_k(key)
-
-        rows = call.cond if call.cond is not None else self.hooks.default_rows(batch)
-        for c in self.controllers:
-            c.observe(layer, call, query[rows], key[rows])
-
-        scale = None  # (B, h, T) float32, ones on the unconditional rows
-        for c in self.controllers:
-            s = c.token_scale(layer, call)
-            if s is not None:
-                if scale is None:
-                    scale = torch.ones(batch, attn.heads, key.shape[2], device=value.device,
-                                       dtype=torch.promote_types(value.dtype, torch.float32))
-                scale[rows] = scale[rows] * s.to(device=value.device, dtype=scale.dtype)
-
-        readers = [c.reads_probs(layer, call) for c in self.controllers]
-        editors = [c.edits_probs(layer, call) for c in self.controllers]
-        edited = [c.edited_rows(layer, call) for c, edits in zip(self.controllers, editors) if edits]
-        if edited and all(r is not None for r in edited):
-            only = edited[0] if len(edited) == 1 else torch.cat(edited).unique()
-            hidden_states = self._edit_rows(attn, layer, call, query, key, value, attention_mask, scale, rows,
-                                            readers, editors, only)
-        elif any(editors):
-            probs = self._probs(attn, query, key, attention_mask, scale)  # (B, h, N, T) float32
-            part = original = probs[rows]
-            for c, reads, edits in zip(self.controllers, readers, editors):
-                if reads:
-                    c.read_probs(layer, call, part)
-                if edits:
-                    part = c.edit_probs(layer, call, part)
-            if part is not original:
-                probs = torch.cat([probs[: rows.start], part, probs[rows.stop :]])
-            hidden_states = torch.matmul(probs.to(value.dtype), value)
-        else:
-            if any(readers):
-                mask = attention_mask[rows] if attention_mask is not None else None
-                part = self._probs(attn, query[rows], key[rows], mask, scale[rows] if scale is not None else None)
-                for c, reads in zip(self.controllers, readers):
-                    if reads:
-                        c.read_probs(layer, call, part)
-            if scale is not None:
-                value = value * scale[..., None].to(value.dtype)
-            hidden_states = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False, scale=attn.scale
-            )
-
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        query, key, value = self._project(attn, hidden_states, encoder_hidden_states)  # (B, h, N | T, d)
+        hidden_states = self._attend(attn, query, key, value, attention_mask)  # (B, h, N, d)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1])
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.to(query.dtype)))
         if input_ndim == 4:
             hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
-    def _edit_rows(self, attn, layer, call, query, key, value, attention_mask, scale, rows, readers, editors,
-                   edited: torch.Tensor) -> torch.Tensor:
-        """Fused attention for the whole batch; explicit ``P @ V`` for the conditional rows ``edited`` only."""
-        mask = attention_mask[rows] if attention_mask is not None else None
-        part = self._probs(attn, query[rows], key[rows], mask, scale[rows] if scale is not None else None)
+    @staticmethod
+    def _project(attn, hidden_states, encoder_hidden_states):
+        """Queries (B, h, N, d), keys and values (B, h, T, d), normalized as the module asks."""
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        query = attn.to_q(hidden_states)
+        if getattr(attn, "fused_projections", False) and hasattr(attn, "to_kv"):
+            key, value = attn.to_kv(context).chunk(2, dim=-1)
+        else:
+            key, value = attn.to_k(context), attn.to_v(context)
+        batch, head_dim = query.shape[0], key.shape[-1] // attn.heads
+        query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+        if getattr(attn, "norm_q", None) is not None:
+            query = attn.norm_q(query)
+        if getattr(attn, "norm_k", None) is not None:
+            key = attn.norm_k(key)
+        return query, key, value
+
+    def _attend(self, attn, query, key, value, mask) -> torch.Tensor:
+        """The controllers' steps 1-4 (module docstring) on one layer call: (B, h, N, d)."""
+        layer, call = self.layer, self.hooks.call
+        rows = call.cond if call.cond is not None else self.hooks.default_rows(query.shape[0])
+        for c in self.controllers:
+            c.observe(layer, call, query[rows], key[rows])
+        scale = self._token_scales(call, rows, query.shape[0], key.shape[2], value)  # (B, h, T) or None
+        readers = [c.reads_probs(layer, call) for c in self.controllers]
+        editors = [c.edits_probs(layer, call) for c in self.controllers]
+        edited = [c.edited_rows(layer, call) for c, edits in zip(self.controllers, editors) if edits]
+        whole = any(r is None for r in edited)  # an editor may change any conditional row: explicit P @ V
+        probs = original = part = None
+        if whole:
+            probs = self._probs(attn, query, key, mask, scale)  # (B, h, N, T)
+            original = probs[rows]
+        elif any(readers) or edited:
+            original = self._probs(attn, query[rows], key[rows], mask[rows] if mask is not None else None,
+                                   scale[rows] if scale is not None else None)  # (Bc, h, N, T)
+        if original is not None:
+            part = self._control(call, readers, editors, original)  # (Bc, h, N, T)
+        if call.stop_after == layer.module_name:
+            raise _CallEnded  # the caller needs nothing after this layer's controllers
+        if whole:
+            if part is not original:
+                probs = torch.cat([probs[: rows.start], part, probs[rows.stop :]])
+            return torch.matmul(probs.to(value.dtype), value)
+        fused_value = value * scale[..., None].to(value.dtype) if scale is not None else value
+        out = F.scaled_dot_product_attention(query, key, fused_value, attn_mask=mask, dropout_p=0.0, is_causal=False,
+                                             scale=attn.scale)  # (B, h, N, d)
+        if not edited:
+            return out
+        only = (edited[0] if len(edited) == 1 else torch.cat(edited).unique()).to(value.device)
+        batch_rows = only + rows.start  # explicit P @ V for the edited conditional rows only
+        explicit = torch.matmul(part[only].to(value.dtype), value[batch_rows])  # (E, h, N, d)
+        return out.index_copy(0, batch_rows, explicit.to(out.dtype))
+
+    def _token_scales(self, call: UNetCall, rows: slice, batch: int, tokens: int, value) -> torch.Tensor | None:
+        """The product of the controllers' token scales: (B, h, T) float32, ones on the unconditional rows."""
+        scale = None
+        for c in self.controllers:
+            s = c.token_scale(self.layer, call)
+            if s is not None:
+                if scale is None:
+                    scale = torch.ones(batch, value.shape[1], tokens, device=value.device,
+                                       dtype=torch.promote_types(value.dtype, torch.float32))
+                scale[rows] = scale[rows] * s.to(device=value.device, dtype=scale.dtype)
+        return scale
+
+    def _control(self, call: UNetCall, readers, editors, probs: torch.Tensor) -> torch.Tensor:
+        """Each controller in list order reads and/or edits the conditional rows' probabilities (Bc, h, N, T)."""
         for c, reads, edits in zip(self.controllers, readers, editors):
             if reads:
-                c.read_probs(layer, call, part)
+                c.read_probs(self.layer, call, probs)
             if edits:
-                part = c.edit_probs(layer, call, part)  # (Bc, h, N, T)
-        fused_value = value * scale[..., None].to(value.dtype) if scale is not None else value
-        hidden_states = F.scaled_dot_product_attention(
-            query, key, fused_value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False, scale=attn.scale
-        )  # (B, h, N, d)
-        edited = edited.to(value.device)
-        batch_rows = edited + rows.start
-        explicit = torch.matmul(part[edited].to(value.dtype), value[batch_rows])  # (E, h, N, d)
-        return hidden_states.index_copy(0, batch_rows, explicit.to(hidden_states.dtype))
+                probs = c.edit_probs(self.layer, call, probs)
+        return probs
 
     @staticmethod
     def _probs(attn, query, key, attention_mask, scale) -> torch.Tensor:
@@ -239,9 +251,15 @@ class AttentionHooks:
     def step(self) -> int:
         return self.call.step
 
-    def set_call(self, step: int, cond: slice) -> None:
-        """The next UNet call is evaluation ``step``; rows ``cond`` of its batch are conditional."""
-        self.call, self._explicit = UNetCall(step, cond), True
+    def set_call(self, step: int, cond: slice, latent: tuple[int, int] | None = None,
+                 stop_after: str | None = None) -> None:
+        """The next UNet call is evaluation ``step``; rows ``cond`` of its batch are conditional; its latent is
+        ``latent`` (h, w) (None: read from its sample). With ``stop_after`` (a hooked layer's module name) the call
+        ends once that layer's controllers have run: make it through ``call_unet``."""
+        if stop_after is not None and stop_after not in self._saved:
+            raise ValueError(f"cannot stop after {stop_after!r}: not an attention layer these hooks installed")
+        latent = None if latent is None else (int(latent[0]), int(latent[1]))
+        self.call, self._explicit = UNetCall(step, cond, latent, stop_after), True
 
     def reset(self) -> None:
         """Under plain ``pipe(...)`` calls: the next UNet call is evaluation 0 again."""
@@ -251,10 +269,24 @@ class AttentionHooks:
         return slice(batch // 2, batch) if self.cfg else slice(0, batch)
 
     def _on_unet_call(self, module, args, kwargs) -> None:
+        sample = args[0] if args else kwargs["sample"]  # (B, C, h, w)
+        latent = (int(sample.shape[-2]), int(sample.shape[-1]))
         if self._explicit:  # set by the loop for this call
             self._explicit = False
+            if self.call.latent is None:
+                self.call = replace(self.call, latent=latent)
+            elif self.call.latent != latent:
+                raise ValueError(f"the UNet call was announced with a latent of {self.call.latent}, its sample is "
+                                 f"{latent}")
             return
-        self.call = UNetCall(self.call.step + 1)
+        self.call = UNetCall(self.call.step + 1, latent=latent)
+
+    def call_unet(self, *args, **kwargs):
+        """``unet(*args, **kwargs)``; None if the call was set to stop after a layer (``set_call``) and did."""
+        try:
+            return self.unet(*args, **kwargs)
+        except _CallEnded:
+            return None
 
     def hooked_layers(self) -> list[AttnLayer]:
         """Every cross-attention layer, and the self-attention layers some controller wants."""

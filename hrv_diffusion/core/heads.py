@@ -4,6 +4,11 @@ The published order is place (down, mid, up), then the CA layer's index within t
 order, then the head index (the h-th contiguous slice of to_q/to_k/to_v). diffusers' module order is
 down, up, mid, so we sort explicitly. Labels read exactly like the published files: ``down, layer: 0, head: 3``.
 A transformer block's self-attention (``attn1``) gets the same place and index as its cross-attention.
+
+A layer's query grid follows the latent it is called on: a layer stores its downsampling ``factor`` (1, 2, 4, ...),
+and ``layer.grid(latent)`` is the (height, width) of its queries for a latent of (h, w). ``layer.resolution`` and
+``layer.num_queries`` are that grid at the UNet's default sample size, for tables and defaults only; the attention
+hooks give every layer call the latent size of its UNet call (``UNetCall.latent``).
 """
 from __future__ import annotations
 
@@ -21,16 +26,36 @@ class AttnLayer:
     module_name: str  # e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn2"
     heads: int
     offset: int  # global index of its head 0 in the flattened HRV order (cross-attention; -1 for self)
-    resolution: tuple[int, int]  # latent grid of its queries (height, width)
+    factor: int  # downsampling of its queries' grid from the latent: 1, 2, 4, ...
+    default_latent: tuple[int, int]  # (h, w) of the UNet's default sample size (config.sample_size)
     kind: str = "cross"  # "cross" | "self"
 
     @property
     def is_cross(self) -> bool:
         return self.kind == "cross"
 
+    def grid(self, latent) -> tuple[int, int]:
+        """(height, width) of its queries on a latent of ``latent`` (h, w): each halving rounds up, as the
+        UNet's stride-2 convolutions do."""
+        if latent is None:
+            raise ValueError(f"the latent size of the call is unknown: cannot place the queries of {self.module_name}")
+        height, width = latent
+        return -(-int(height) // self.factor), -(-int(width) // self.factor)
+
+    def queries(self, latent) -> int:
+        """Number of its queries on a latent of ``latent`` (h, w)."""
+        height, width = self.grid(latent)
+        return height * width
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """Its query grid at the UNet's default sample size (tables, defaults; a generation uses ``grid``)."""
+        return self.grid(self.default_latent)
+
     @property
     def num_queries(self) -> int:
-        return self.resolution[0] * self.resolution[1]
+        """Its number of queries at the UNet's default sample size."""
+        return self.queries(self.default_latent)
 
     def label(self, head: int) -> str:
         return f"{self.place}, layer: {self.index}, head: {head}"
@@ -84,22 +109,21 @@ def parse_label(label: str) -> tuple[str, int, int]:
         raise error from None
 
 
-def _grid(sample_size) -> tuple[int, int]:
-    return (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+def default_latent(config) -> tuple[int, int]:
+    """(h, w) of the UNet's default sample size."""
+    size = config.sample_size
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _block_resolution(config, module_name: str) -> tuple[int, int]:
-    """Latent resolution at which a module inside the UNet runs (each down block halves after itself)."""
-    height, width = _grid(config.sample_size)
+def _block_factor(config, module_name: str) -> int:
+    """Downsampling from the latent at which a module inside the UNet runs (each down block halves after itself)."""
     n_down, n_up = len(config.down_block_types), len(config.up_block_types)
     part, *rest = module_name.split(".")
     if part == "down_blocks":
-        factor = 2 ** int(rest[0])
-    elif part == "mid_block":
-        factor = 2 ** (n_down - 1)
-    else:
-        factor = 2 ** (n_up - 1 - int(rest[0]))
-    return height // factor, width // factor
+        return 2 ** int(rest[0])
+    if part == "mid_block":
+        return 2 ** (n_down - 1)
+    return 2 ** (n_up - 1 - int(rest[0]))
 
 
 def head_layout(unet) -> HeadLayout:
@@ -112,12 +136,14 @@ def head_layout(unet) -> HeadLayout:
         if isinstance(module, Attention) and place is not None:
             found[place, "cross" if module.is_cross_attention else "self"].append((name, module.heads))
     layers, self_layers, offset = [], [], 0
+    latent = default_latent(unet.config)
     for place in PLACES:
         for index, (name, heads) in enumerate(found[place, "cross"]):
-            layers.append(AttnLayer(place, index, name, heads, offset, _block_resolution(unet.config, name)))
+            layers.append(AttnLayer(place, index, name, heads, offset, _block_factor(unet.config, name), latent))
             offset += heads
         for index, (name, heads) in enumerate(found[place, "self"]):
-            self_layers.append(AttnLayer(place, index, name, heads, -1, _block_resolution(unet.config, name), "self"))
+            factor = _block_factor(unet.config, name)
+            self_layers.append(AttnLayer(place, index, name, heads, -1, factor, latent, "self"))
     return HeadLayout(tuple(layers), tuple(self_layers))
 
 

@@ -8,8 +8,11 @@ and owns what the applications need to control:
 - the evaluation index: the loop tells the attention hooks, before every UNet call, which evaluation it is and
   which rows of the batch are conditional, so extra passes (A&E's gradient passes) never shift the index;
 - the initial latents, made in one place (``seed_latents``, ``sequential_latents``);
+- the latent size of each UNet call, which places every attention layer's queries on its grid;
 - ``StepHook``s, called before and after each scheduler step, which may replace the latents; ``before`` may run
-  with autograd and conditional-only UNet passes (``loop.noise(latents, t, step, rows="cond")``);
+  with autograd and conditional-only UNet passes (``loop.noise(latents, t, step, rows="cond")``), on a subset of
+  the samples (``loop.subset(rows)``) and ending after a chosen attention layer (``stop_after``: the pass is run
+  for what its controllers read, not for its output);
 - decoding to uint8 with an explicit policy: ``truncate`` (``(x * 255).astype(uint8)``, what the reference's own
   loops do: weakening, P2P, SD-HRV) or ``round`` (diffusers' PIL path, which the reference's A&E uses).
 """
@@ -77,6 +80,13 @@ class Conditioning:
             added = {k: torch.cat([self.uncond_added[k], v]) for k, v in self.added.items()}
         return torch.cat([self.uncond, self.cond]), added
 
+    def subset(self, index: torch.Tensor) -> "Conditioning":
+        """The conditioning of samples ``index`` (a 1-D index into the B samples)."""
+        index = index.to(self.cond.device)
+        pick = lambda added: {k: v[index] for k, v in added.items()} if added is not None else None  # noqa: E731
+        return Conditioning(self.cond[index], self.uncond[index] if self.uncond is not None else None,
+                            pick(self.added), pick(self.uncond_added))
+
 
 def encode_prompts(pipe, prompts: list[str], negative_prompt=None, cfg: bool = True,
                    height: int | None = None, width: int | None = None) -> Conditioning:
@@ -127,20 +137,35 @@ class DenoisingLoop:
         self.pipe, self.conditioning, self.guidance_scale, self.hooks = pipe, conditioning, guidance_scale, hooks
         self.cfg = guidance_scale > 1.0 and conditioning.uncond is not None
 
-    def noise(self, latents: torch.Tensor, t, step: int, rows: str = "cfg") -> torch.Tensor:
+    def subset(self, rows: torch.Tensor) -> "DenoisingLoop":
+        """The same loop (pipeline, guidance, hooks, so the same evaluation index) on samples ``rows`` (a 1-D
+        index into the B samples) of its conditioning: ``loop.subset(rows).noise(latents[rows], t, step)``."""
+        return DenoisingLoop(self.pipe, self.conditioning.subset(rows), self.guidance_scale, self.hooks)
+
+    def noise(self, latents: torch.Tensor, t, step: int, rows: str = "cfg",
+              stop_after: str | None = None) -> torch.Tensor | None:
         """Predicted noise for ``latents`` (B, C, h, w) at timestep ``t``, evaluation ``step``.
 
         ``rows="cfg"``: one UNet call on [uncond, cond] (or cond alone without CFG), combined by the guidance
-        scale. ``rows="cond"``: the conditional rows only, no guidance (a gradient pass)."""
+        scale. ``rows="cond"``: the conditional rows only, no guidance (a gradient pass). ``stop_after``: the
+        module name of a hooked attention layer; the call ends once that layer's controllers have run and None
+        is returned (a pass made only for what the controllers read)."""
         guided = rows == "cfg" and self.cfg
         batch = latents.shape[0]
         embeds, added = self.conditioning.rows("cfg" if guided else "cond")
         sample = torch.cat([latents] * 2) if guided else latents
         sample = self.pipe.scheduler.scale_model_input(sample, t)
+        if self.hooks is None and stop_after is not None:
+            raise ValueError("stop_after needs attention hooks: the loop has no controllers")
         if self.hooks is not None:
-            self.hooks.set_call(step, slice(batch, 2 * batch) if guided else slice(0, batch))
-        out = self.pipe.unet(sample, t, encoder_hidden_states=embeds, timestep_cond=None,
-                             added_cond_kwargs=added, return_dict=False)[0]
+            cond = slice(batch, 2 * batch) if guided else slice(0, batch)
+            self.hooks.set_call(step, cond, tuple(latents.shape[-2:]), stop_after)
+        unet = self.hooks.call_unet if self.hooks is not None else self.pipe.unet
+        out = unet(sample, t, encoder_hidden_states=embeds, timestep_cond=None, added_cond_kwargs=added,
+                   return_dict=False)
+        if out is None:  # ended after ``stop_after``
+            return None
+        out = out[0]
         if guided:
             uncond, cond = out.chunk(2)
             out = uncond + self.guidance_scale * (cond - uncond)

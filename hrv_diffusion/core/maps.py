@@ -3,7 +3,9 @@
 ``AttentionMaps`` is a ``Controller`` that only reads probabilities, so the image is unchanged and every layer
 it does not need stays on fused SDPA. Per recorded layer call it reduces the heads first (a weighted sum per
 group, since resampling is linear), then resamples to the store's resolution, then adds into one buffer of
-shape (Bc, G, R_h, R_w, K): memory is bounded by what was asked, whatever the number of steps.
+shape (Bc, G, R_h, R_w, K): memory is bounded by what was asked, whatever the number of steps. A layer call's
+maps lie on its query grid for the latent size of its UNet call (``layer.grid(call.latent)``), so the store works
+at any generation size.
 
 - ``head_weights`` (G, H): one row per group of maps (A&E-HRV: one HRV row per target token); default one
   group weighting every head 1. ``layers`` restricts the heads to some layers (a predicate on ``AttnLayer`` or
@@ -96,6 +98,11 @@ class AttentionMaps(Controller):
             return True
         return self.steps(step) if callable(self.steps) else step in self.steps
 
+    @property
+    def last_layer(self) -> str | None:
+        """Module name of the last layer it reads in a UNet call (its layers are in forward order: down, mid, up)."""
+        return next(reversed(self.weights), None)
+
     def reads_probs(self, layer: AttnLayer, call: UNetCall) -> bool:
         return self.active and layer.module_name in self.weights and self._records(call.step)
 
@@ -105,7 +112,7 @@ class AttentionMaps(Controller):
             picked = probs[..., self.tokens]  # (Bc, h, N, K)
             grouped = torch.einsum("bhnk,gh->bgkn", picked, weights)  # (Bc, G, K, N)
             batch, groups, columns, _ = grouped.shape
-            grids = grouped.reshape(batch, groups * columns, *layer.resolution)  # (Bc, G*K, h, w)
+            grids = grouped.reshape(batch, groups * columns, *layer.grid(call.latent))  # (Bc, G*K, h, w)
             maps = self.resample(grids, self.size).reshape(batch, groups, columns, *self.size)
             maps = maps.permute(0, 1, 3, 4, 2)  # (Bc, G, R_h, R_w, K)
             self.maps = maps if self.maps is None else self.maps + maps

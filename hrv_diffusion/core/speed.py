@@ -3,9 +3,10 @@
 ``compile_unet_regions`` compiles every UNet submodule *except* the cross-attention layers with ``torch.compile``
 (regional compilation): ResNet blocks, self-attention, feed-forwards, resampling, and the group norms outside them
 (the transformer blocks' input norm, the output norm) run as fused kernels, while our cross-attention processor
-stays eager, so its Python controllers and step index need no graph tracing. Module names and hooks are untouched,
-so ``HeadTrace`` works as before. With channels-last weights, an eager group norm is slow (a measured 21% loss for
-the whole eager UNet), so none is left eager.
+stays eager, so its Python controllers and step index need no graph tracing. Module names are untouched, so
+``AttentionHooks`` (core/attention.py) installs its processors on a compiled UNet as on an eager one; self-attention
+layers that controllers hook are left out of the compiled regions (``skip``). With channels-last weights, an eager
+group norm is slow (a measured 21% loss for the whole eager UNet), so none is left eager.
 """
 from __future__ import annotations
 
