@@ -143,13 +143,7 @@ def test_seeds_are_packed_into_even_batches_and_an_interrupt_keeps_the_finished_
     assert grid.shape == (2 * h, 3 * w, 3) and np.array_equal(grid[h:, w : 2 * w], seed_5)  # 3 columns, 5th cell
 
 
-CORE_BRANCH = ("A&E's maps and standard A&E's layer choice follow the generation size only with the core branch "
-               "(issue19-core: the query grid from the loop; today core/maps.py reshapes to the model's default "
-               "size)")
-
-
-@pytest.mark.parametrize("mode", [pytest.param("hrv", marks=pytest.mark.skip(reason=CORE_BRANCH)),
-                                  pytest.param("standard", marks=pytest.mark.skip(reason=CORE_BRANCH)), "sd"])
+@pytest.mark.parametrize("mode", ["hrv", "standard", "sd"])
 def test_a_non_square_size(mode, tmp_path):
     argv = [*AE, *MODE_FLAGS[mode], "--height", "48", "--width", "32", "--output_path", str(tmp_path)]
     assert ae_main(argv) == 0

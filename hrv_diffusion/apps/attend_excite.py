@@ -37,21 +37,16 @@ resamples each layer's grid to R x R, standard A&E keeps the grid of its layers.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrv_diffusion.apps.output_paths import child_dir, safe_folder_name
 from hrv_diffusion.core.heads import HeadLayout
 from hrv_diffusion.core.loop import DenoisingLoop, StepHook
 from hrv_diffusion.core.maps import AttentionMaps
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.hrv.shards import atomic_output
 
 MODES = ("hrv", "standard", "sd")  # A&E-HRV, standard A&E, plain SD
 MODE_FOLDERS = {"hrv": "attend_and_excite-hrv", "standard": "original_attend_and_excite", "sd": "standard_sd"}
