@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from hrv_diffusion.apps.output_paths import safe_folder_name
 from hrv_diffusion.apps.p2p_runs import MANIFEST, MASK_FOLDER, RESERVED, SOURCE_FOLDER, pair_folder
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.hrv.shards import atomic_output
+from hrv_diffusion.io import atomic_output
 
 PSNR_CAP = 100.0
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.hrv.shards import atomic_output
+from hrv_diffusion.io import atomic_output
 
 METHODS = {"standard": ("standard_sd", "standard_sdxl"), "adjusted": ("sd-hrv", "sdxl-hrv")}
 LOGIT_SCALE = 100.0

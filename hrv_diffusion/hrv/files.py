@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hrv_diffusion.core.heads import PLACES, parse_label
-from hrv_diffusion.hrv.shards import atomic_output
+from hrv_diffusion.io import atomic_output
 
 ORDERS = ("top", "bottom")  # MoRHF, LeRHF
 SDXL_NUM_HEADS = 1300

@@ -26,7 +26,7 @@ from hrv_diffusion.hrv.paper import (
     CHUNK, KINDS, MANIFEST, PAPER_COMMIT, PAPER_MODELS, PAPER_REPOSITORY, PublishedFile, manual_instructions, mismatch,
     paper_dir, read_manifest,
 )
-from hrv_diffusion.hrv.shards import atomic_output
+from hrv_diffusion.io import atomic_output
 
 BASE_URL = f"https://raw.githubusercontent.com/{PAPER_REPOSITORY}/{PAPER_COMMIT}"
 BASE_URL_ENV = "HRV_DIFFUSION_PUBLISHED_URL"  # e.g. a mirror, or a local server in tests

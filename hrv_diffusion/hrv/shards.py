@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from hrv_diffusion.errors import UserError
+from hrv_diffusion.io import atomic_output
 
 # Keys that must be equal for shards to be added. dtype, rank, world_size, subset, epoch, model_card (a local
 # folder and a hub id can name the same model) and version may differ.
@@ -93,24 +91,6 @@ class Merged:
 
 
 # ----------------------------------------------------------------------------------------------- writing files
-
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the same folder as ``path``; on success it replaces ``path`` in one step.
-
-    Readers never see a half-written file, and a failed write leaves the old file (if any) untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield Path(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
 
 def _json_default(value):
     if isinstance(value, np.generic):
