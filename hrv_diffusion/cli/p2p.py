@@ -87,7 +87,7 @@ def run(args) -> int:
     finally:
         bar.close()
     done = report.details
-    print(f"{done['edits']} edited and {done['sources']} source images written under {exp.exp_dir} "
+    print(f"{done['edits']} edited and {done['sources']} source images written "
           f"({', '.join(s.name for s in specs)}); {report.line()}")
     return 0
 

@@ -105,7 +105,7 @@ def run(args) -> int:
         bar.close()
     done = report.details
     print(f"{who}{len(mine)} of {len(pairs)} pairs: {done['edits']} edited, {done['sources']} source and "
-          f"{done['masks']} mask images written under {exp.exp_dir}; {report.line()}")
+          f"{done['masks']} mask images written; {report.line()}")
     return 0
 
 
