@@ -71,3 +71,31 @@ def test_benchmark_masks_at_non_default_size(tmp_path):
     assert len(masks) == 1
     with Image.open(masks[0]) as mask:
         assert mask.size == (32, 48) and mask.mode == "L"
+
+
+def test_interrupt_keeps_finished_images_and_prints_the_command_that_continues(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import hrv_diffusion.apps.p2p_runs as p2p_runs
+
+    flags = [*P2P[:P2P.index("--seeds")], "--seeds", "1", "2", *P2P[P2P.index("--seeds") + 2:], "--batch_size", "3",
+             "--output_path", str(tmp_path), "--overwrite"]
+    original, calls = p2p_runs.generate_edits, []
+
+    def generate_edits(*a, **k):  # SIGTERM (a cluster's preemption) during the second batch
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*a, **k)
+
+    monkeypatch.setattr(p2p_runs, "generate_edits", generate_edits)
+    assert p2p_main(flags) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: the finished images are saved under " in err and "hrv-p2p --model_card toy" in err
+    assert "--overwrite" not in err.splitlines()[-1]  # continuing keeps the finished images
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["1.png"] * 3  # seed 1's batch, whole
+    monkeypatch.setattr(p2p_runs, "generate_edits", original)
+    assert p2p_main([f for f in flags if f != "--overwrite"]) == 0
+    assert "3 images generated (3 files written), 3 already present" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
