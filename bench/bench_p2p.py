@@ -36,10 +36,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from hrv_diffusion.apps.p2p import Edit, EditSpec, Group, generate_edits  # noqa: E402
-from hrv_diffusion.apps.p2p_runs import EditLayout, Pair, RunSettings, run_edits, save_png  # noqa: E402
+from hrv_diffusion.apps.p2p_runs import EditLayout, Pair, RunSettings, run_edits  # noqa: E402
 from hrv_diffusion.core.heads import head_layout  # noqa: E402
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
 from hrv_diffusion.hrv.vectors import HRV  # noqa: E402
+from hrv_diffusion.io import write_png  # noqa: E402
 
 SOURCE, TARGET, TOKEN = "a blue car", "a red car", "red"
 CONCEPTS = ["Color", "Material", "Texture", "Shape"]
@@ -89,7 +90,7 @@ def ours(pipe, hrv, dtype_name, seeds, concepts, batch, steps, clock, folder):
     layout = EditLayout(folder, 1, settings)
     pair = Pair(SOURCE, TARGET, TOKEN, specs(concepts))
     seconds, report = clock(lambda: run_edits(pipe, [pair], seeds, layout, hrv=hrv, batch_size=batch))
-    return seconds, report.edits_written, layout.exp_dir
+    return seconds, report.details["edits"], layout.exp_dir
 
 
 def read_images(exp_dir, method, seeds):
@@ -152,7 +153,7 @@ def main():
             out = generate_edits(pipe, [Group(SOURCE, seed, (Edit(TARGET, hrv_spec, TOKEN),))], hrv=hrv,
                                  num_inference_steps=steps, explicit=True)
             for row, name in ((0, "source"), (1, "edited")):
-                save_png(out.images[row], work / "reference" / name / f"{seed}.png")
+                write_png(out.images[row], work / "reference" / name / f"{seed}.png")
             return out.images[1]
         seconds, image = clock(one_pair)
         if i:

@@ -9,7 +9,8 @@ import pytest
 
 from hrv_diffusion.apps.p2p import EditSpec
 from hrv_diffusion.apps.p2p_benchmark import SETS, benchmark_pairs, read_pairs, set_file, split_pairs, target_token
-from hrv_diffusion.apps.p2p_runs import pack, plan_groups
+from hrv_diffusion.apps.p2p_runs import plan_groups
+from hrv_diffusion.apps.runs import pack
 from hrv_diffusion.cli.p2p_benchmark import main
 from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.models import load_pipeline
@@ -54,14 +55,14 @@ def test_split_covers_every_source_once():
 
 
 def test_pack_is_even_and_bounded():
-    class G:
-        def __init__(self, rows):
-            self.rows = rows
+    def rows(sizes, batch_size):
+        return [sum(sizes[part]) for part in pack(sizes, batch_size)]
 
-    batches = pack([G(3)] * 11, 16)  # 33 rows: 3 batches of 12, 12, 9 rather than 15, 15, 3
-    assert [sum(g.rows for g in b) for b in batches] == [12, 12, 9]
-    assert [sum(g.rows for g in b) for b in pack([G(3)] * 10, 16)] == [15, 15]
-    assert [len(b) for b in pack([G(20), G(3)], 16)] == [1, 1]  # a group larger than a batch goes alone
+    # 11 groups of 3 rows = 33 rows at 16: the fewest batches (3), none above 12 rows (rather than 15, 15, 3)
+    assert rows([3] * 11, 16) == [12, 9, 12]
+    assert rows([3] * 10, 16) == [15, 15]
+    assert rows([4] * 10, 16) == [12, 16, 12]  # 40 rows: 3 batches whose cuts lie nearest to 13 and 27 rows
+    assert [len(range(10)[part]) for part in pack([20, 3], 16)] == [1, 1]  # a group larger than a batch goes alone
 
 
 @pytest.fixture(scope="module")

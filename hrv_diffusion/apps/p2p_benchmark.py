@@ -81,14 +81,21 @@ def benchmark_pairs(sets, specs_for, folder=None, max_pairs: int | None = None) 
     return pairs
 
 
+def pairs_of_sources(pairs: list[Pair], indices) -> list[Pair]:
+    """The pairs whose source prompt is one of ``unique_sources(pairs)[i]`` for ``i`` in ``indices`` (a process's
+    share: ``RunContext.my_indices``)."""
+    units = unique_sources(pairs)
+    mine = {units[i] for i in indices}
+    return [p for p in pairs if p.source_prompt in mine]
+
+
 def split_pairs(pairs: list[Pair], subset: tuple[int, int] | None = None, rank: int = 0,
                 world_size: int = 1) -> list[Pair]:
     """The pairs of this process: its share of the source prompts (``subset`` = (numerator, denominator), as
     ``--subset_running``; then the rank's contiguous share)."""
-    units = unique_sources(pairs)
-    indices = subset_indices(len(units), *subset) if subset else list(range(len(units)))
-    mine = {units[i] for i in rank_indices(indices, rank, world_size)}
-    return [p for p in pairs if p.source_prompt in mine]
+    count = len(unique_sources(pairs))
+    indices = subset_indices(count, *subset) if subset else list(range(count))
+    return pairs_of_sources(pairs, rank_indices(indices, rank, world_size))
 
 
 def methods_of(specs: list[EditSpec]) -> list[str]:

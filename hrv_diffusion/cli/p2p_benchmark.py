@@ -19,8 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 
-from hrv_diffusion.cli.p2p import DEFAULT_SEEDS, add_added_flags, add_model_flags, show_defaults
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, cli_main, positive_int
+from hrv_diffusion.cli.flags import add_split_flags
+from hrv_diffusion.cli.p2p_flags import add_added_flags, add_shared_groups, add_window_flags
+
+PROGRAM = "hrv-p2p-benchmark"
+METHODS = ("p2p", "p2p_hrv", "all_heads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,83 +33,83 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("benchmark")
     g.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="editing sets to run")
-    g.add_argument("--methods", nargs="+", choices=["p2p", "p2p_hrv", "all_heads"], default=["p2p", "p2p_hrv"],
+    g.add_argument("--methods", nargs="+", choices=list(METHODS), default=["p2p", "p2p_hrv"],
                    help="p2p = the P2P baseline (original_p2p), p2p_hrv = P2P-HRV with the set's concept "
                         "({concept}_{self}), all_heads = restoration with factor 1 (all_heads_{self})")
     g.add_argument("--prompts_dir", default=None,
                    help="folder of the sets' CSVs (default: the package's; the published "
                         "applications/benchmark_prompts/ works too)")
-    g.add_argument("--seeds", type=nonnegative_int, nargs="+", default=DEFAULT_SEEDS,
-                   help="one image per seed and method")
     g.add_argument("--max_pairs", type=positive_int, default=None,
                    help="only the first N pairs of each set (a quick look)")
-    g.add_argument("--output_path", default="./applications/image_editing_benchmark", help="root of the outputs")
     g.add_argument("--no_masks", action="store_true", help="do not write masks/ (the preservation metrics need it)")
-    g.add_argument("--subset_running", action="store_true", help="run only part NUMERATOR of DENOMINATOR of the work")
-    g.add_argument("--numerator", type=positive_int, default=1, help="which part, 1..DENOMINATOR")
-    g.add_argument("--denominator", type=positive_int, default=1, help="into how many parts the work is split")
-    add_model_flags(p.add_argument_group("P2P-HRV flags (as in p2p_hrv.py)"))
+    add_split_flags(g)
+    add_window_flags(p.add_argument_group("P2P-HRV flags (as in p2p_hrv.py)"))
+    add_shared_groups(p.add_argument_group("model, generation, outputs and HRV"),
+                      output_path="./applications/image_editing_benchmark")
     add_added_flags(p.add_argument_group("added"))
-    show_defaults(p)
     return p
+
+
+def benchmark_specs(args):
+    """``specs_for(concept)``: the EditSpecs of ``--methods`` for a set's concept."""
+    from argparse import Namespace
+
+    from hrv_diffusion.cli.p2p_flags import method_specs
+
+    def specs_for(concept) -> list:
+        base = {**vars(args), "head_list_path": None, "complement": False, "concepts": [concept],
+                "save_original_p2p": "p2p" in args.methods}
+        hrv = "p2p_hrv" in args.methods
+        specs = method_specs(Namespace(**{**base, "use_soft_vector": hrv,
+                                          "replace_all_heads": "all_heads" in args.methods and not hrv}))
+        if "all_heads" in args.methods and hrv:  # both restorations: add factor 1 as well
+            more = method_specs(Namespace(**{**base, "use_soft_vector": False, "replace_all_heads": True}))
+            specs += [s for s in more if s.restoration == "all_heads"]
+        return specs
+
+    return specs_for
 
 
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from hrv_diffusion.apps.p2p_benchmark import benchmark_pairs, split_pairs
-    from hrv_diffusion.apps.p2p_runs import EditLayout, run_edits
-    from hrv_diffusion.cli.p2p import (check_concepts, load_run_hrv, load_run_pipeline, maybe_compile, method_specs,
-                                       run_settings)
-    from hrv_diffusion.cli.relevance import _distributed
-    from hrv_diffusion.core.device import resolve_device, resolve_dtype
-    from hrv_diffusion.core.heads import head_layout
-    from hrv_diffusion.core.models import model_version
+    from hrv_diffusion.apps.p2p_benchmark import benchmark_pairs, pairs_of_sources
+    from hrv_diffusion.apps.p2p_runs import EditLayout, run_edits, unique_sources
+    from hrv_diffusion.cli.common import check_output_dir, interrupted, sigterm_as_interrupt
+    from hrv_diffusion.cli.context import RunContext
+    from hrv_diffusion.cli.p2p_flags import compile_skip, run_settings
 
-    args.save_original_p2p = "p2p" in args.methods
-    args.use_soft_vector = "p2p_hrv" in args.methods
-    args.replace_all_heads = "all_heads" in args.methods and not args.use_soft_vector
-    args.head_list_path, args.complement, args.target_token = None, False, None
-
-    def specs_for(concept):
-        args.concepts = [concept]
-        specs = method_specs(args)
-        if "all_heads" in args.methods and args.use_soft_vector:  # both restorations: add factor 1 as well
-            args.use_soft_vector, args.replace_all_heads = False, True
-            specs += [s for s in method_specs(args) if s.restoration == "all_heads"]
-            args.use_soft_vector, args.replace_all_heads = True, False
-        return specs
-
-    pairs = benchmark_pairs(args.sets, specs_for, args.prompts_dir, args.max_pairs)
-    concepts = sorted({dict(p.info)["concept"] for p in pairs})
-    check_concepts(args, concepts)
-    rank, world_size, _ = _distributed()
-    subset = (args.numerator, args.denominator) if args.subset_running else None
-    mine = split_pairs(pairs, subset, rank, world_size)
-
-    device = resolve_device(args.device, args.gpu_num)
-    dtype = resolve_dtype(args.dtype, device)
-    mv = model_version(args.model_card)
-    pipe = load_run_pipeline(args, dtype, device)
-    layout = head_layout(pipe.unet)
-    hrv = load_run_hrv(args, mv, sorted({s.concept for p in mine for s in p.specs if s.uses_hrv}), layout)
-    settings = run_settings(args, pipe, mv, dtype, hrv)
-    maybe_compile(args, pipe, settings, [s for p in mine for s in p.specs])
+    pairs = benchmark_pairs(args.sets, benchmark_specs(args), args.prompts_dir, args.max_pairs)
+    check_output_dir(args.output_path, "--output_path")
+    ctx = RunContext.from_args(args)
+    ctx.check_concepts(sorted({dict(p.info)["concept"] for p in pairs}))
+    mine = pairs_of_sources(pairs, ctx.my_indices(len(unique_sources(pairs))))
+    uses_hrv = any(s.uses_hrv for p in mine for s in p.specs)
+    if uses_hrv:
+        ctx.check_hrv()
+    ctx.latent_shape()  # loads the model; a --height/--width it cannot make fails here
+    hrv = ctx.hrv if uses_hrv else None
+    settings = run_settings(args, ctx, hrv)
     exp = EditLayout(args.output_path, args.experiment_num, settings, overwrite=args.overwrite)
-    who = f"rank {rank}/{world_size}, " if world_size > 1 else ""
-    who += f"part {args.numerator}/{args.denominator}, " if subset else ""
+    ctx.compile(skip=compile_skip(ctx, settings))
+    who = f"rank {ctx.rank}/{ctx.world}, " if ctx.world > 1 else ""
+    who += f"part {args.numerator}/{args.denominator}, " if args.subset_running else ""
     bar = tqdm(unit="edit", disable=args.quiet, desc=f"{who}benchmark")
-    report = run_edits(pipe, mine, args.seeds, exp, hrv=hrv, batch_size=args.batch_size, masks=not args.no_masks,
-                       progress=bar)
-    bar.close()
-    print(f"{who}{len(mine)} of {len(pairs)} pairs: {report.edits_written} edited, {report.sources_written} source "
-          f"and {report.masks_written} mask images written under {exp.exp_dir}")
+    try:
+        with sigterm_as_interrupt():
+            report = run_edits(ctx.pipe, mine, args.seeds, exp, hrv=hrv, batch_size=args.batch_size,
+                               masks=not args.no_masks, progress=bar)
+    except KeyboardInterrupt:
+        return interrupted(args, exp.exp_dir, PROGRAM)
+    finally:
+        bar.close()
+    done = report.details
+    print(f"{who}{len(mine)} of {len(pairs)} pairs: {done['edits']} edited, {done['sources']} source and "
+          f"{done['masks']} mask images written; {report.line()}")
     return 0
 
 
 def main(argv=None) -> int:
-    from hrv_diffusion.cli.common import run_cli
-
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return run_cli(run, build_parser().parse_args(argv))
+    return cli_main(run, build_parser(), argv, PROGRAM)
