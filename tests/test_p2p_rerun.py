@@ -61,9 +61,6 @@ def test_non_default_size_and_the_rerun_table(command, tmp_path, capsys):
     assert {m["guidance_scale"] for m in manifests} == {5.0} and {m["height"] for m in manifests} == {48}
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=True,
-                   reason="the word maps take their grid from the model's default size until the attention maps "
-                          "follow the generation size in core/")
 def test_benchmark_masks_at_non_default_size(tmp_path):
     flags = [arg for arg in BENCHMARK if arg != "--no_masks"]
     assert benchmark_main([*flags, *SMALL, "--output_path", str(tmp_path)]) == 0

@@ -201,4 +201,6 @@ def run_settings(args, ctx, hrv):
 def compile_skip(ctx, settings) -> list[str]:
     """The self-attention layers P2P edits (at most ``self_max_queries`` queries): ``--compile`` leaves them
     eager."""
-    return [layer.module_name for layer in ctx.layout.self_layers if layer.num_queries <= settings.self_max_queries]
+    latent = ctx.latent_shape()[1:]  # the generation's (h, w): the edited layers are chosen at this size
+    return [layer.module_name for layer in ctx.layout.self_layers
+            if layer.queries(latent) <= settings.self_max_queries]
