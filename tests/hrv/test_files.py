@@ -18,7 +18,7 @@ from hrv_diffusion.hrv.files import (
 )
 from hrv_diffusion.hrv.shards import Shard, save_shard
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def votes(num_prompts: int, shape, rng) -> np.ndarray:

@@ -15,7 +15,7 @@ from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 from hrv_diffusion.toy import data, evaluator
 from hrv_diffusion.toy.data import HELD_OUT, make_dataset, sample_scenes, scene_is_held_out
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------------- dataset

@@ -2,7 +2,7 @@
 
 Cases of this session (``bad_inputs_14b.py``): stderr is exactly one line, holding the expected text. Cases of
 ``bad_inputs_14a.py`` (when present; they load tiny models, so tqdm may write too): exactly one ``error:`` line,
-holding the expected text, and no traceback. ``python tests/make_bad_inputs_table.py`` rewrites the table.
+holding the expected text, and no traceback. ``python tests/cli/make_bad_inputs_table.py`` rewrites the table.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_bad_input(source, case, setups, tmp_path):
 
 
 def test_table_is_current():
-    """docs/bad-inputs.md lists every case (regenerate with python tests/make_bad_inputs_table.py)."""
+    """docs/bad-inputs.md lists every case (regenerate with python tests/cli/make_bad_inputs_table.py)."""
     from make_bad_inputs_table import TABLE
 
     text = TABLE.read_text(encoding="utf-8")

@@ -16,7 +16,7 @@ from hrv_diffusion.cli.heads import main
 from hrv_diffusion.core.heads import head_layout, parse_label, unet_from_config
 from hrv_diffusion.core.tiny import TINY_MODELS
 
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = Path(__file__).parents[1] / "configs"
 SD14 = CONFIGS / "sd_v1_4_unet.json"
 SDXL = CONFIGS / "sdxl_base_1_0_unet.json"
 

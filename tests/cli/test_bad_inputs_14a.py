@@ -15,7 +15,7 @@ import torch
 
 from bad_inputs_14a import CASES, SETUPS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
 
 

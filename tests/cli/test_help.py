@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATTERNS = ("*.py", "applications/*.py", "ordered_weakening_analysis/*.py", "toy/*.py")
 SCRIPTS = sorted(str(p.relative_to(ROOT)) for pattern in PATTERNS for p in ROOT.glob(pattern))
 CONSOLE = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

@@ -15,7 +15,7 @@ from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.hrv.files import write_head_roles
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAIR = "a blue car_to_a red car"
 README = ["--use_soft_vector", "--concepts", "Color", "--prompts", "a blue car", "a red car", "--target_token", "red",
           "--seeds", "20", "--experiment_num", "1", "--cross_replace_steps", "0.8", "--self_replace_steps", "0.9",

@@ -14,7 +14,7 @@ from hrv_diffusion.apps.weakening_experiments import experiment
 from hrv_diffusion.apps.weakening_scores import write_scores_csv
 from hrv_diffusion.apps.weakening_plots import XLABEL, image_grid, plot_weakening_curves
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K_LIST = [0, 1, 11, 21, 128]
 
 

@@ -1,6 +1,6 @@
 """Rewrite docs/bad-inputs.md: every bad input of tests/bad_inputs_14*.py, run, with the message it gives.
 
-    python tests/make_bad_inputs_table.py
+    python tests/cli/make_bad_inputs_table.py
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bad_inputs_run import REPO, display, load_cases, run_case  # noqa: E402
 TABLE = REPO / "docs" / "bad-inputs.md"
 HEADER = """# Bad inputs and their messages
 
-Every input below was run (`python tests/make_bad_inputs_table.py` regenerates this table; `tests/test_bad_inputs.py`
+Every input below was run (`python tests/cli/make_bad_inputs_table.py` regenerates this table; `tests/cli/test_bad_inputs.py`
 checks each case's exit status and message). A bad value of a flag stops before anything is loaded, with one line:
 `error: argument --FLAG: must be ..., got VALUE (see PROG --help)` and exit status 2. Problems found later (files,
 concepts, shards, manifests) give one `error: ...` line, exit status 2, and no traceback

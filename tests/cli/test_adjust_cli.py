@@ -18,7 +18,7 @@ from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 from hrv_diffusion.hrv.vectors import load_hrv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "A vase in lavender color"
 FOLDER = "prompt_02_A_vase_in_lavender_color"
 

@@ -20,7 +20,7 @@ from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
 from hrv_diffusion.hrv.vectors import load_hrv
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "benchmark_prompts"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "benchmark_prompts"
 QUICK = ["--model_card", "toy", "--n_inference_steps", "2", "--max_iter_to_alter", "2", "--thresholds", "0:0.05",
          "--max_refinement_steps", "2", "--quiet"]
 

@@ -11,7 +11,7 @@ from hrv_diffusion.cli.weakening_prompts import main as prompts_main
 from hrv_diffusion.apps.weakening_experiments import (EXPERIMENTS, Experiment, Objects_A, build_prompts, clip_text_for,
                                        experiment)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 COUNTS = {1: 50, 2: 20, 3: 10, 4: 50, 5: 50, 6: 25, 7: 10, 8: 10, 9: 10,
           91: 10, 92: 50, 93: 50, 94: 10, 95: 10, 991: 10}

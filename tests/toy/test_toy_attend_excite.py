@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "toy" / "attend_excite_eval.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "toy" / "attend_excite_eval.py"
 
 
 @pytest.fixture(scope="module")

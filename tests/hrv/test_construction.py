@@ -23,7 +23,7 @@ from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.hrv.votes import derived_seed
 from hrv_diffusion.hrv.shards import MATCH_KEYS, load_shard, merge_shards
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONCEPTS = ConceptSet(
     names=("Animals", "Color", "Style"),
     words=(("dog", "cat", "hippopotamus"), ("red", "blue", "turquoise"), ("watercolor", "cubist", "sketch")),

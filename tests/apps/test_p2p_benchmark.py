@@ -16,7 +16,7 @@ from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.models import load_pipeline
 from hrv_diffusion.errors import UserError
 
-PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "benchmark_prompts"
+PUBLISHED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "benchmark_prompts"
 
 
 def test_the_five_sets():
