@@ -465,5 +465,5 @@ def test_controller_sees_no_row_outside_its_windows(pipes):
     for layer in (cross, small_self):
         queries = layer.resolution[0] * layer.resolution[1]
         probs = torch.rand(2, layer.heads, queries, 77 if layer.is_cross else queries)
-        edited = p2p.edit_probs(layer, UNetCall(0), probs.clone())
+        edited = p2p.edit_probs(layer, UNetCall(0, latent=layer.default_latent), probs.clone())
         assert torch.equal(edited[0], probs[0]) and torch.equal(edited[1], probs[0]), layer.module_name

@@ -61,15 +61,33 @@ def test_claim_new_folder_then_same_settings_pass_and_commit_writes_the_manifest
     again.claim(folder, {"steps": 50, "window": (0, 1)})  # tuples compare equal to the stored lists
 
 
+def _image(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(path)
+
+
 def test_claim_refuses_other_settings_naming_the_key_and_overwrite(tmp_path):
     tree = OutputTree(tmp_path)
     folder = tree.folder("exp_1", "p")
     tree.claim(folder, {"steps": 50, "method": {"factor": 2.0}})
     tree.commit()
+    _image(folder / "1.png")
     with pytest.raises(UserError) as error:
         OutputTree(tmp_path).claim(folder, {"steps": 50, "method": {"factor": 3.0}})
     message = str(error.value)
     assert "method.factor=2.0" in message and "method.factor=3.0" in message and "--overwrite" in message
+
+
+def test_a_manifest_without_images_is_no_conflict(tmp_path):
+    """A run that stopped before its first image (a bad setting found late) leaves nothing to protect."""
+    tree = OutputTree(tmp_path)
+    folder = tree.folder("p")
+    tree.claim(folder, {"steps": 50})
+    tree.commit()
+    again = OutputTree(tmp_path)
+    again.claim(folder, {"steps": 20})
+    again.commit()
+    assert json.loads((folder / MANIFEST).read_text()) == {"steps": 20}
 
 
 def test_ignored_keys_do_not_conflict(tmp_path):

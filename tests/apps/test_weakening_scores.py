@@ -249,11 +249,11 @@ def test_per_image_csv(tmp_path):
 # ------------------------------------------------------------------------------------------- CLI
 
 def test_cli_writes_both_csvs(tmp_path, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))  # --scorer imports this module by name
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # --scorer imports this module by name
     root = make_tree(tmp_path / "hp_outputs")
     results = tmp_path / "hp_results"
     code = scores_main(["--output_path", str(root), "--experiment_num", "5", "--results_dir", str(results),
-                        "--scorer", "test_scoring:MeanPixelScorer", "--quiet"])
+                        "--scorer", "test_weakening_scores:MeanPixelScorer", "--quiet"])
     assert code == 0, capsys.readouterr().err
     summary = read_scores_csv(results / "hp_scores_wo_category_exp_5.csv")
     expected = expected_summary(root)
