@@ -48,8 +48,10 @@ class RunContext:
     @classmethod
     def from_args(cls, args) -> "RunContext":
         from hrv_diffusion.core.device import resolve_device, resolve_dtype
+        from hrv_diffusion.cli.flags import check_split
         from hrv_diffusion.core.models import model_version
 
+        check_split(args)
         card = args.model_card
         device = resolve_device(_flag(args, "device"), _flag(args, "gpu_num", 0))
         dtype = resolve_dtype(_flag(args, "dtype", "auto"), device)

@@ -7,6 +7,7 @@ parsed flags into a device, a dtype, a pipeline, a head layout, a concept set an
 from __future__ import annotations
 
 from hrv_diffusion.cli.common import nonnegative_float, nonnegative_int, positive_int
+from hrv_diffusion.errors import UserError
 
 SD_CARD = "CompVis/stable-diffusion-v1-4"
 SDXL_CARD = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -96,3 +97,17 @@ def add_split_flags(g) -> None:
                    help="with --subset_running: which part to run, 1..DENOMINATOR")
     g.add_argument("--denominator", type=positive_int, default=1,
                    help="with --subset_running: into how many equal, contiguous parts the prompts are split")
+
+
+def check_split(args) -> None:
+    """Refuse ``--numerator``/``--denominator`` other than 1/1 without ``--subset_running`` (they would be ignored),
+    and a ``--numerator`` beyond ``--denominator``; a command without the split flags passes."""
+    numerator, denominator = getattr(args, "numerator", 1), getattr(args, "denominator", 1)
+    if not getattr(args, "subset_running", False):
+        if (numerator, denominator) != (1, 1):
+            raise UserError(f"--numerator {numerator} --denominator {denominator} need --subset_running "
+                            f"(or drop them)")
+        return
+    if not 1 <= numerator <= denominator:
+        raise UserError(f"--numerator must be in 1..--denominator, got --numerator {numerator} --denominator "
+                        f"{denominator}")

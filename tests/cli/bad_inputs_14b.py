@@ -173,6 +173,20 @@ CASES = [
     case(["hrv-published", "--timeout", "0"], "paper HRV download: --timeout 0",
          "argument --timeout: must be a positive number, got 0"),
     case(["python", "toy/adjust_eval.py", "--n", "-1"], "toy SD-HRV: --n -1", f"argument --n: {NONNEG} -1"),
+    # silent no-ops and silently ignored input
+    *[case([command, *flags, "--numerator", "2", "--denominator", "4"],
+           f"{what}: --numerator 2 --denominator 4 without --subset_running (ignored: ran all)",
+           "--numerator 2 --denominator 4 need --subset_running (or drop them)")
+      for command, flags, what in (("hrv-relevance", [], "HRV construction"),
+                                   ("hrv-weakening", [], "weakening"),
+                                   ("hrv-p2p-benchmark", [], "P2P benchmark"),
+                                   ("hrv-multi-object", [], "multi-object"))],
+    case(["python", "applications/multi_object_benchmark.py", "--numerator", "2", "--denominator", "4"],
+         "the script: --numerator 2 --denominator 4 without --subset_running",
+         "--numerator 2 --denominator 4 need --subset_running (or drop them)"),
+    case(["hrv-weakening", "--subset_running", "--numerator", "3", "--denominator", "2"],
+         "weakening: --numerator beyond --denominator",
+         "--numerator must be in 1..--denominator, got --numerator 3 --denominator 2"),
 ]
 
 

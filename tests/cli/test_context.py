@@ -81,3 +81,22 @@ def test_height_not_divisible_by_the_downsampling_is_refused():
     ok.__dict__["pipe"] = ctx.pipe
     _, h, w = ok.latent_shape()
     assert (h * ctx.pipe.vae_scale_factor, w * ctx.pipe.vae_scale_factor) == (48, 32)
+
+
+@pytest.mark.parametrize("flags", [["--numerator", "2", "--denominator", "4"], ["--denominator", "3"],
+                                   ["--numerator", "2"]])
+def test_split_flags_without_subset_running_are_refused(flags):
+    args = _parser().parse_args(["--model_card", "toy", *flags])
+    with pytest.raises(UserError, match=r"need --subset_running \(or drop them\)"):
+        RunContext.from_args(args)
+
+
+def test_numerator_beyond_denominator_is_refused_before_loading():
+    args = _parser().parse_args(["--model_card", "toy", "--subset_running", "--numerator", "3", "--denominator", "2"])
+    with pytest.raises(UserError, match="--numerator must be in 1..--denominator"):
+        RunContext.from_args(args)
+
+
+def test_default_split_flags_pass():
+    ctx = RunContext.from_args(_parser().parse_args(["--model_card", "toy"]))
+    assert ctx.my_indices(5) == [0, 1, 2, 3, 4]
