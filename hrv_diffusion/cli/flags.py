@@ -6,6 +6,8 @@ parsed flags into a device, a dtype, a pipeline, a head layout, a concept set an
 """
 from __future__ import annotations
 
+import argparse
+
 from hrv_diffusion.cli.common import nonnegative_float, nonnegative_int, positive_int
 from hrv_diffusion.errors import UserError
 
@@ -89,25 +91,38 @@ def add_hrv_flags(g, *, hrv_default: str | None = "paper", hrv_files: bool = Fal
                        help="the head labels of --category_vectors_path (default: the head_index_*.npy beside it)")
 
 
+class SplitValue(argparse.Action):
+    """Stores ``--numerator`` / ``--denominator`` and notes that it was given (``check_split`` refuses it without
+    ``--subset_running``, whatever the command's default)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        given = [d for d in getattr(namespace, "_split_given", []) if d != self.dest]
+        setattr(namespace, "_split_given", [*given, self.dest])
+
+
 def add_split_flags(g) -> None:
     """``--subset_running --numerator --denominator`` (torchrun's RANK / WORLD_SIZE split further)."""
     g.add_argument("--subset_running", action="store_true",
                    help="run only part NUMERATOR of DENOMINATOR of the prompts (to split a run over processes)")
-    g.add_argument("--numerator", type=positive_int, default=1,
+    g.add_argument("--numerator", type=positive_int, default=1, action=SplitValue,
                    help="with --subset_running: which part to run, 1..DENOMINATOR")
-    g.add_argument("--denominator", type=positive_int, default=1,
+    g.add_argument("--denominator", type=positive_int, default=1, action=SplitValue,
                    help="with --subset_running: into how many equal, contiguous parts the prompts are split")
 
 
 def check_split(args) -> None:
-    """Refuse ``--numerator``/``--denominator`` other than 1/1 without ``--subset_running`` (they would be ignored),
-    and a ``--numerator`` beyond ``--denominator``; a command without the split flags passes."""
-    numerator, denominator = getattr(args, "numerator", 1), getattr(args, "denominator", 1)
+    """Refuse ``--numerator``/``--denominator`` given without ``--subset_running`` (they would be ignored), and a
+    ``--numerator`` beyond ``--denominator``; a command without the split flags passes."""
+    given = getattr(args, "_split_given", [])
     if not getattr(args, "subset_running", False):
-        if (numerator, denominator) != (1, 1):
-            raise UserError(f"--numerator {numerator} --denominator {denominator} need --subset_running "
-                            f"(or drop them)")
+        if given:
+            flags = " ".join(f"--{name} {getattr(args, name)}" for name in ("numerator", "denominator")
+                             if name in given)
+            raise UserError(f"{flags} need{'s' if len(given) == 1 else ''} --subset_running (or drop "
+                            f"{'it' if len(given) == 1 else 'them'})")
         return
+    numerator, denominator = args.numerator, args.denominator
     if not 1 <= numerator <= denominator:
         raise UserError(f"--numerator must be in 1..--denominator, got --numerator {numerator} --denominator "
                         f"{denominator}")

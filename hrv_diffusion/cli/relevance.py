@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, positive_int
-from hrv_diffusion.cli.flags import SD_CARD, SDXL_CARD, add_model_flags
+from hrv_diffusion.cli.flags import SD_CARD, SDXL_CARD, SplitValue, add_model_flags
 
 
 def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
@@ -24,9 +24,9 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
         formatter_class=HelpFormatter)
     g = p.add_argument_group("published flags")
     g.add_argument("--subset_running", action="store_true", help="run only part NUMERATOR of DENOMINATOR of the prompts")
-    g.add_argument("--numerator", type=positive_int, default=1,
+    g.add_argument("--numerator", type=positive_int, default=1, action=SplitValue,
                    help="with --subset_running: which part of the prompts to run, 1..DENOMINATOR")
-    g.add_argument("--denominator", type=positive_int, default=5,
+    g.add_argument("--denominator", type=positive_int, default=5, action=SplitValue,
                    help="with --subset_running: into how many equal, contiguous parts the prompt list is split "
                         "(run NUMERATOR = 1..DENOMINATOR, e.g. one per GPU, then extract merges the shards)")
     g.add_argument("--prompt", default="imagenet",

@@ -83,12 +83,26 @@ def test_height_not_divisible_by_the_downsampling_is_refused():
     assert (h * ctx.pipe.vae_scale_factor, w * ctx.pipe.vae_scale_factor) == (48, 32)
 
 
-@pytest.mark.parametrize("flags", [["--numerator", "2", "--denominator", "4"], ["--denominator", "3"],
-                                   ["--numerator", "2"]])
-def test_split_flags_without_subset_running_are_refused(flags):
+@pytest.mark.parametrize("flags,message", [
+    (["--numerator", "2", "--denominator", "4"], "--numerator 2 --denominator 4 need --subset_running (or drop them)"),
+    (["--denominator", "3"], "--denominator 3 needs --subset_running (or drop it)"),
+    (["--numerator", "1"], "--numerator 1 needs --subset_running (or drop it)"),  # given, even at its default
+])
+def test_split_flags_without_subset_running_are_refused(flags, message):
     args = _parser().parse_args(["--model_card", "toy", *flags])
-    with pytest.raises(UserError, match=r"need --subset_running \(or drop them\)"):
+    with pytest.raises(UserError) as error:
         RunContext.from_args(args)
+    assert str(error.value) == message
+
+
+def test_relevance_default_denominator_is_not_a_given_flag():
+    from hrv_diffusion.cli.relevance import build_parser
+
+    args = build_parser().parse_args(["--model_card", "toy"])
+    assert args.denominator == 5  # the reference's default, unused without --subset_running
+    RunContext.from_args(args)
+    with pytest.raises(UserError, match="--numerator 2 needs --subset_running"):
+        RunContext.from_args(build_parser().parse_args(["--model_card", "toy", "--numerator", "2"]))
 
 
 def test_numerator_beyond_denominator_is_refused_before_loading():
