@@ -77,6 +77,8 @@ def resolve_targets(tokenizer, prompt: str, token_indices=None, words=None, tagg
     """(positions per target, a label per target) from indices, words, nouns or (in a terminal) the user.
 
     ``interactive``: ask on stdin when nothing else gives the targets (default: only if stdin is a terminal)."""
+    if token_indices and words:
+        raise UserError("--token_indices and --token_words both name the targets: pass one of them")
     table = token_table(tokenizer, prompt)
     if token_indices:
         last = len(table) - 2  # the last word token

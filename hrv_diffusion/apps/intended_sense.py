@@ -39,6 +39,15 @@ class Senses:
     undesired: str
 
 
+def distinct_senses(senses: Senses, where: str) -> Senses:
+    """``senses``, refused when its two phrases are one text (CLIP lowercases and splits on whitespace, so they would
+    embed alike, every image would tie and the rate would read 0%); ``where`` names them in the message."""
+    if " ".join(senses.desired.lower().split()) == " ".join(senses.undesired.lower().split()):
+        raise UserError(f"{where}: the desired and the undesired sense are the same text ({senses.desired!r}); "
+                        "give two different phrases")
+    return senses
+
+
 def prompt_images(folder) -> tuple[str, dict[str, list[tuple[int, Path]]]]:
     """(prompt, {method: [(seed, path), ...]}) of an SD-HRV prompt folder; seeds in increasing order."""
     folder = Path(folder)
@@ -103,7 +112,9 @@ def read_senses(path) -> dict[str, Senses]:
         if missing:
             raise UserError(f"{path} lacks the columns {', '.join(sorted(missing))} (needs prompt,desired_text,"
                             "undesired_text)")
-        return {row["prompt"]: Senses(row["desired_text"], row["undesired_text"]) for row in reader}
+        return {row["prompt"]: distinct_senses(Senses(row["desired_text"], row["undesired_text"]),
+                                               f"{path} line {reader.line_num} (prompt {row['prompt']!r})")
+                for row in reader}
 
 
 def write_rows(path, rows: list[dict], columns: list[str]) -> Path:

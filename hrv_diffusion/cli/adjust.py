@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, finite_float, nonnegative_int, step_fraction
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, finite_float, nonnegative_int, prompt_text,
+                                      step_fraction)
 from hrv_diffusion.cli.flags import add_generation_flags, add_hrv_flags, add_model_flags, add_output_flags
 
 PROGRAM = "reduce_misinterpretation.py"
@@ -26,7 +27,7 @@ PROGRAM = "reduce_misinterpretation.py"
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("the reference's settings")
-    g.add_argument("--prompt", default="A vase in lavender color", help="the prompt")
+    g.add_argument("--prompt", type=prompt_text, default="A vase in lavender color", help="the prompt")
     g.add_argument("--selected_token", "--word", "--target_token", dest="word", default=None,
                    help="the word of the prompt to adjust, all of its BPE pieces (e.g. lavender, rose-colored); "
                         "required")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from hrv_diffusion.cli import attend_excite_flags as ae
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, prompt_text
 from hrv_diffusion.cli.flags import add_generation_flags, add_hrv_flags, add_model_flags, add_output_flags
 
 PROGRAM = "hrv-attend-excite"
@@ -26,11 +26,12 @@ OUTPUT_PATH = "./applications/multi_concept_outputs"
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("prompt")
-    g.add_argument("--prompt", required=True, help="the prompt (also the folder name)")
-    g.add_argument("--token_indices", type=nonnegative_int, nargs="+", default=None,
+    g.add_argument("--prompt", type=prompt_text, required=True, help="the prompt (also the folder name)")
+    targets = g.add_mutually_exclusive_group()  # one way to name the targets: both would leave one unused
+    targets.add_argument("--token_indices", type=nonnegative_int, nargs="+", default=None,
                    help="positions of the tokens to excite, SOT = 0 (default: --token_words, else the prompt's nouns "
                         "when nltk and its tagger data are installed, else the tokens are listed)")
-    g.add_argument("--token_words", nargs="+", default=None, help="words to excite (all of their BPE pieces)")
+    targets.add_argument("--token_words", nargs="+", default=None, help="words to excite (all of their BPE pieces)")
     g.add_argument("--run_standard_attend_excite", action="store_true",
                    help="standard A&E: the mean over the heads of the CA layers at ATTENTION_RES (no HRV)")
     g.add_argument("--run_standard_sd", action="store_true", help="plain generation, no update (wins over "

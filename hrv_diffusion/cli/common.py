@@ -190,6 +190,13 @@ def step_fraction(text: str) -> float:
     return value
 
 
+def prompt_text(text: str) -> str:
+    """A prompt: text with at least one non-blank character (an empty value is refused, not read as "no value")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a prompt with words, got {text!r}")
+    return text
+
+
 def existing_file(text: str) -> str:
     """A path to a file that exists."""
     path = Path(text).expanduser()

@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from hrv_diffusion.apps.intended_sense import (PER_IMAGE_COLUMNS, SUMMARY_COLUMNS, Senses, measure,
-                                                   prompt_images, read_senses, write_rows)
+    from hrv_diffusion.apps.intended_sense import (PER_IMAGE_COLUMNS, SUMMARY_COLUMNS, Senses, distinct_senses,
+                                                   measure, prompt_images, read_senses, write_rows)
     from hrv_diffusion.errors import UserError
 
     if args.phrases:
@@ -55,8 +55,10 @@ def run(args) -> int:
                 raise UserError(f"{args.phrases} has no row for the prompt {prompt!r}")
             return table[prompt]
     elif args.desired_text and args.undesired_text:
+        senses = distinct_senses(Senses(args.desired_text, args.undesired_text), "--desired_text, --undesired_text")
+
         def senses_for(prompt):
-            return Senses(args.desired_text, args.undesired_text)
+            return senses
     else:
         raise UserError("pass the two senses: --desired_text 'a lavender-colored vase' --undesired_text 'a vase with "
                         "lavender flowers' (or --phrases FILE)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, cli_main
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, cli_main, prompt_text
 from hrv_diffusion.cli.p2p_flags import add_added_flags, add_mode_flags, add_shared_groups, add_window_flags
 
 PROGRAM = "hrv-p2p"
@@ -24,7 +24,7 @@ PROGRAM = "hrv-p2p"
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("published flags")
-    g.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT", help="SOURCE TARGET (required)")
+    g.add_argument("--prompts", type=prompt_text, nargs="+", default=None, metavar="PROMPT", help="SOURCE TARGET (required)")
     g.add_argument("--concepts", nargs="*", default=["Color"],
                    help="one P2P-HRV method and folder per concept; no value: the P2P baseline alone")
     g.add_argument("--target_token", default=None,
@@ -47,6 +47,9 @@ def checked_specs(args) -> list:
     if not args.prompts or len(args.prompts) != 2:
         raise UserError("--prompts takes two prompts: SOURCE TARGET, e.g. --prompts \"a blue car\" \"a red car\"")
     source, target = args.prompts
+    if " ".join(source.lower().split()) == " ".join(target.lower().split()):  # the same tokens to CLIP
+        raise UserError(f"--prompts: the source and the target prompt are the same ({source!r}): there is nothing "
+                        "to edit; give a target that differs, e.g. --prompts \"a blue car\" \"a red car\"")
     specs = method_specs(args)
     tokenizer = clip_tokenizer()  # the CLIP tokenizer of SD 1.x / SDXL, to check words before loading the model
     for spec in specs:

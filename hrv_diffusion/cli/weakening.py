@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, finite_float, nonempty_file, nonnegative_int,
-                                      positive_int, step_fraction)
+                                      positive_int, prompt_text, step_fraction)
 from hrv_diffusion.cli.flags import (SD_CARD, SDXL_CARD, add_generation_flags, add_hrv_flags, add_model_flags,
                                      add_output_flags, add_split_flags)
 
@@ -48,7 +48,7 @@ def build_parser(default_card: str = SD_CARD, prog: str | None = None) -> argpar
 
 def add_weakening_flags(g) -> None:
     """Which prompts, which concept's heads, and how they are weakened."""
-    g.add_argument("--prompt", default=None, help="one prompt (default: all prompts of --experiment_num)")
+    g.add_argument("--prompt", type=prompt_text, default=None, help="one prompt (default: all prompts of --experiment_num)")
     g.add_argument("--prompt_file", type=nonempty_file, default=None,
                    help="prompts, one per line (instead of the experiment's)")
     g.add_argument("--experiment_num", default="1", help="1-9, 91-95, 991 (see construct_prompts.py --list)")

@@ -60,3 +60,8 @@ def test_terminal_asks(tok, monkeypatch, capsys):
     monkeypatch.setattr("builtins.input", lambda *_: "2 5")
     assert resolve_targets(tok, "a cat and a frog", tagger=unavailable, interactive=True)[0] == [[2], [5]]
     assert "5:frog</w>" in capsys.readouterr().out
+
+
+def test_indices_and_words_together_are_refused(tok):
+    with pytest.raises(UserError, match="--token_indices and --token_words both name the targets"):
+        resolve_targets(tok, "A black cat and a white dog", [3], words=["dog"])

@@ -101,3 +101,18 @@ def test_errors(tmp_path, capsys):
     assert main([str(tmp_path), "--desired_text", "a", "--undesired_text", "b"]) == 2
     assert "is not an SD-HRV prompt folder" in capsys.readouterr().err
     assert prompt_images(folder)[0] == PROMPT
+
+
+def test_same_senses_are_refused_before_clip(tmp_path, capsys):
+    folder = make_folder(tmp_path)
+    # CLIP lowercases and splits on whitespace: these two phrases are one text to it
+    assert main([str(folder), "--desired_text", "a lavender vase", "--undesired_text", "A  lavender vase",
+                 "--scorer", "no_such_module:nothing"]) == 2
+    err = capsys.readouterr().err
+    assert "--desired_text, --undesired_text: the desired and the undesired sense are the same text" in err
+    phrases = tmp_path / "phrases.csv"
+    phrases.write_text(f"prompt,desired_text,undesired_text\n{PROMPT},a lavender-colored vase,a vase with lavender "
+                       "flowers\nA rose vase,a rose vase,a rose vase\n")
+    assert main([str(folder), "--phrases", str(phrases), "--scorer", "no_such_module:nothing"]) == 2
+    err = capsys.readouterr().err
+    assert f"{phrases} line 3 (prompt 'A rose vase'): the desired and the undesired sense are the same" in err

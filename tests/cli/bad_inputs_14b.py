@@ -187,6 +187,31 @@ CASES = [
     case(["hrv-weakening", "--subset_running", "--numerator", "3", "--denominator", "2"],
          "weakening: --numerator beyond --denominator",
          "--numerator must be in 1..--denominator, got --numerator 3 --denominator 2"),
+    case(["hrv-weakening", "--prompt", ""], "weakening: an empty --prompt (ran all 50 prompts of the experiment)",
+         "argument --prompt: must be a prompt with words, got ''"),
+    case(["hrv-weakening", "--prompt", "  "], "weakening: a blank --prompt",
+         "argument --prompt: must be a prompt with words"),
+    case(["hrv-reduce-misinterpretation", "--prompt", ""], "SD-HRV: an empty --prompt",
+         "argument --prompt: must be a prompt with words, got ''"),
+    case(["hrv-attend-excite", "--prompt", " "], "A&E: a blank --prompt",
+         "argument --prompt: must be a prompt with words"),
+    case(["hrv-p2p", "--prompts", "a red car", ""], "P2P: an empty target prompt",
+         "argument --prompts: must be a prompt with words, got ''"),
+    case(["hrv-attend-excite", *PROMPT, "--token_words", "cat", "--token_indices", "2"],
+         "A&E: --token_words and --token_indices together (the indices won, the words were ignored)",
+         "argument --token_indices: not allowed with argument --token_words"),
+    case(["hrv-intended-sense", "folder", "--desired_text", "a vase", "--undesired_text", "A vase"],
+         "intended-sense measure: the same text for both senses (\"intended 0.0%\": every image ties)",
+         "--desired_text, --undesired_text: the desired and the undesired sense are the same text ('a vase')"),
+    case(["hrv-intended-sense", "folder", "--phrases", "phrases.csv"],
+         "intended-sense measure: a --phrases row with the same text for both senses",
+         "phrases.csv line 2 (prompt 'A rose vase'): the desired and the undesired sense are the same text",
+         setup="same_senses_file"),
+    case(["hrv-p2p", "--prompts", "a red car", "a red car"], "P2P: the same source and target prompt (a no-op edit)",
+         "--prompts: the source and the target prompt are the same ('a red car'): there is nothing to edit"),
+    case(["python", "applications/p2p_hrv.py", "--prompts", "a red car", "A red  car"],
+         "the script: source and target prompts that differ only in case and spaces (the same tokens)",
+         "--prompts: the source and the target prompt are the same"),
 ]
 
 
@@ -195,4 +220,8 @@ def empty_prompt_file(folder: Path) -> None:
     (folder / "blank.txt").write_text("\n   \n\t\n")
 
 
-SETUPS = {"empty_prompt_file": empty_prompt_file}
+def same_senses_file(folder: Path) -> None:
+    (folder / "phrases.csv").write_text("prompt,desired_text,undesired_text\nA rose vase,a rose vase,a rose vase\n")
+
+
+SETUPS = {"empty_prompt_file": empty_prompt_file, "same_senses_file": same_senses_file}

@@ -82,6 +82,7 @@ def test_changed_settings_stop_instead_of_mixing(tmp_path, hrv_file, capsys):
      "unknown concept 'Colour'"),
     (["--prompts", "a blue car", "a red car", "--target_token", "red"], "--use_soft_vector"),
     (["--prompts", "a blue car"], "SOURCE TARGET"),
+    (["--prompts", "a red car", "A red  car"], "the source and the target prompt are the same ('a red car')"),
     (["--use_soft_vector", "--prompts", "a blue car", "a red car", "--target_token", "red", "--reweight", "red"],
      "WORD=FACTOR"),
 ])
