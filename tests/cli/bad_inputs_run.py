@@ -1,4 +1,4 @@
-"""Runs the bad-input cases of ``bad_inputs_14b.py`` (and ``bad_inputs_14a.py`` when present) in-process.
+"""Runs the bad-input cases of ``bad_inputs_14b.py``, ``bad_inputs_14a.py`` and later ``bad_inputs_NN*.py`` in-process.
 
 A console script runs through its ``main(argv)``; ``python SCRIPT ...`` through ``runpy`` with ``sys.argv`` set, as
 ``__main__``. Used by ``test_bad_inputs.py`` and by ``make_bad_inputs_table.py`` (docs/bad-inputs.md).
@@ -19,10 +19,13 @@ SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scrip
 
 
 def load_cases() -> list[tuple[str, dict, dict]]:
-    """[(source, case, setups)]: this session's cases, then those of bad_inputs_14a.py if it exists."""
-    sys.path.insert(0, str(Path(__file__).parent))
+    """[(source, case, setups)]: bad_inputs_14b.py, bad_inputs_14a.py, then every later bad_inputs_NN*.py by name."""
+    here = Path(__file__).parent
+    sys.path.insert(0, str(here))
+    first = ("bad_inputs_14b", "bad_inputs_14a")
+    later = sorted(p.stem for p in here.glob("bad_inputs_[0-9]*.py") if p.stem not in first)
     found = []
-    for source in ("bad_inputs_14b", "bad_inputs_14a"):
+    for source in (*first, *later):
         try:
             module = importlib.import_module(source)
         except ModuleNotFoundError:

@@ -1,4 +1,4 @@
-"""Rewrite docs/bad-inputs.md: every bad input of tests/bad_inputs_14*.py, run, with the message it gives.
+"""Rewrite docs/bad-inputs.md: every bad input of tests/cli/bad_inputs_*.py, run, with the message it gives.
 
     python tests/cli/make_bad_inputs_table.py
 """

@@ -1,7 +1,7 @@
 """Every bad input of docs/bad-inputs.md gives its exit status and one clear line (issue 14).
 
 Cases of this session (``bad_inputs_14b.py``): stderr is exactly one line, holding the expected text. Cases of
-``bad_inputs_14a.py`` (when present; they load tiny models, so tqdm may write too): exactly one ``error:`` line,
+``bad_inputs_14a.py`` and later files such as ``bad_inputs_20b.py`` (they load tiny models, so tqdm may write too): exactly one ``error:`` line,
 holding the expected text, and no traceback. ``python tests/cli/make_bad_inputs_table.py`` rewrites the table.
 """
 from __future__ import annotations
