@@ -126,8 +126,9 @@ def test_sd_hrv_matches_the_reference(pipes, name, clamp):
     rows = {2: ("rose-colored", by_hand(hrv, {"Color": 2, "Plants": -1}, clamp), (0, 7), False),
             3: ("lavender", by_hand(hrv, {"Color": 1.5, "Plants": -0.5, "Shape": 0.25}, clamp), (2, 5), False)}
     reference = reference_latents(pipe, [p1, p2, p1, p2], [1, 2, 1, 2], rows)
-    torch.testing.assert_close(ours.standard_latents, reference[:2], atol=2e-5, rtol=2e-5)
-    torch.testing.assert_close(ours.adjusted_latents, reference[2:], atol=2e-5, rtol=2e-5)
+    # 1e-4: fp32 kernels differ by CPU (2.5e-5 seen on an AVX2-only AMD machine); the effect below is > 1e-3
+    torch.testing.assert_close(ours.standard_latents, reference[:2], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.adjusted_latents, reference[2:], atol=1e-4, rtol=1e-4)
     assert (ours.adjusted_latents - ours.standard_latents).abs().amax(dim=(1, 2, 3)).min() > 1e-3
 
 
