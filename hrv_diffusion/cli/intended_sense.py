@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hrv_diffusion.cli.common import ArgumentParser, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, positive_int, output_folder, output_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phrases", default=None,
                    help="CSV with columns prompt,desired_text,undesired_text: phrases per prompt (instead of the two "
                         "flags)")
-    p.add_argument("--out", default="intended_sense.csv",
+    p.add_argument("--out", type=output_file, default="intended_sense.csv",
                    help="summary CSV; the per-image CSV is written beside it with suffix _per_image (default: "
                         "%(default)s)")
     p.add_argument("--clip_model", default="ViT-H-14", help="open_clip model name (default: %(default)s)")
     p.add_argument("--clip_pretrained", default="laion2b_s32b_b79k",
                    help="open_clip pretrained tag, or a local checkpoint path (default: %(default)s)")
-    p.add_argument("--clip_cache_dir", default=None, help="open_clip cache folder for the weights (optional)")
+    p.add_argument("--clip_cache_dir", type=output_folder, default=None,
+                   help="open_clip cache folder for the weights (optional)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch_size", type=positive_int, default=32,
                    help="images per CLIP forward pass (default: %(default)s)")

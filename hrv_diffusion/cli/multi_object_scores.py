@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, output_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which methods' images to score")
     p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=None,
                    help="only these seeds (default: every image found)")
-    p.add_argument("--out_dir", default=None, help="where the CSVs go (default: OUTPUT_PATH)")
+    p.add_argument("--out_dir", type=output_folder, default=None, help="where the CSVs go (default: OUTPUT_PATH)")
     p.add_argument("--clip_model", default="ViT-H-14", help="open_clip model name")
     p.add_argument("--clip_pretrained", default="laion2b_s32b_b79k", help="open_clip tag or a checkpoint file")
-    p.add_argument("--clip_cache_dir", default=None, help="open_clip cache folder")
+    p.add_argument("--clip_cache_dir", type=output_folder, default=None, help="open_clip cache folder")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

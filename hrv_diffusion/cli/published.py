@@ -17,7 +17,7 @@ import argparse
 
 from hrv_diffusion.hrv.paper import KINDS, PAPER_MODELS
 from hrv_diffusion.hrv.published import BASE_URL, BASE_URL_ENV, DEFAULT_KINDS
-from hrv_diffusion.cli.common import ArgumentParser, positive_float
+from hrv_diffusion.cli.common import ArgumentParser, positive_float, output_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", nargs="+", choices=KINDS + ("all",), default=list(DEFAULT_KINDS),
                    help="hrv = category_vectors + head_index; per_timesteps; ranking_list; head_roles (the "
                         "MoRHF/LeRHF CSVs); output_ba (per-head vote CSVs, large); all (default: all but output_ba)")
-    p.add_argument("--cache_dir", default=None,
+    p.add_argument("--cache_dir", type=output_folder, default=None,
                    help="the folder to fill (default: the one --hrv paper reads; see --print_dir)")
     p.add_argument("--base_url", default=None,
                    help=f"where the repository's files are served (default: ${BASE_URL_ENV}, else {BASE_URL})")
