@@ -60,7 +60,23 @@ def run(args) -> int:
               f"clip_direction={row['clip_direction']:.4f} psnr_unedited={row['psnr_unedited']:.2f} "
               f"ssim_unedited={row['ssim_unedited']:.4f}")
     print(f"wrote {a} and {b}")
+    note = missing_masks_note(per_image, exp_dir)
+    if note:
+        print(note)
     return 0
+
+
+def missing_masks_note(per_image: list[dict], exp_dir) -> str | None:
+    """What to do when edited images have no mask (masks/): their psnr/ssim_unedited are nan."""
+    import math
+
+    without = sum(1 for row in per_image if math.isnan(row["unedited_fraction"]))
+    if not without:
+        return None
+    return (f"note: {without} of {len(per_image)} edited images have no mask in {Path(exp_dir) / 'masks'}, so their "
+            "psnr_unedited, ssim_unedited and unedited_fraction are nan: rerun the generation with masks "
+            "(p2p_hrv.py with --save_masks, or p2p_benchmark.py without --no_masks; the images already there are "
+            "kept), then score again")
 
 
 def main(argv=None) -> int:
