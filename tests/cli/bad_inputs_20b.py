@@ -11,6 +11,7 @@ P2P = ["hrv-p2p", "--prompts", "a blue car", "a red car", "--target_token", "red
        "--n_inference_steps", "2", "--seeds", "1", "--quiet", "--replace_all_heads"]
 AE = ["hrv-attend-excite", "--model_card", "tiny-sd", "--n_inference_steps", "2", "--seeds", "1", "--quiet",
       "--hrv", "final_result/a.npy"]
+CV = "category_vectors_epoch_1_to_1_neg_prompt_False_merged_340_final_text_descriptions_sd_v1_4.npy"
 SCORE_ONE = ["--prompt_set", "prompts.txt", "--experiment_num", "animals", "--output_path", "outs", "--methods", "sd"]
 
 CASES = [
@@ -46,6 +47,13 @@ CASES = [
      "exit": 2},
     {"command": ["hrv-intended-sense", "folder", "--desired_text", "a", "--undesired_text", "b", "--out", "."],
      "input": "intended-sense --out that is a folder", "expect": "--out . is a folder: pass a file path", "exit": 2},
+    # item 4: hrv-published offline
+    {"command": ["hrv-published", "--cache_dir", "cache", "--verify_only", "--quiet"], "setup": "bad_copy",
+     "input": "hrv-published --verify_only with a hand-copied file that is not the published one",
+     "expect": f"moved aside to {CV}.mismatch", "exit": 2},
+    {"command": ["hrv-published", "--cache_dir", "cache", "--verify_only", "--quiet"],
+     "input": "hrv-published --verify_only before any file was copied",
+     "expect": "none of the 66 published files asked for is in cache", "exit": 2},
     # item 3: --seeds that were never generated
     {"command": ["hrv-multi-object-scores", *SCORE_ONE, "--seeds", "0", "99"], "setup": "one_seed_generated",
      "input": "multi-object scores --seeds of which one was never generated",
@@ -88,4 +96,9 @@ def other_clip_checkpoint(folder: Path) -> None:
     torch.save({"positional_embedding": torch.zeros(77, 8)}, folder / "other.pt")
 
 
-SETUPS = {f.__name__: f for f in (hrvs, out_is_a_file, one_seed_generated, other_clip_checkpoint)}
+def bad_copy(folder: Path) -> None:
+    (folder / "cache").mkdir()
+    np.save(folder / "cache" / CV, np.zeros((34, 128), np.float32))
+
+
+SETUPS = {f.__name__: f for f in (bad_copy, hrvs, out_is_a_file, one_seed_generated, other_clip_checkpoint)}
