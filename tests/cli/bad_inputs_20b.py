@@ -12,6 +12,7 @@ P2P = ["hrv-p2p", "--prompts", "a blue car", "a red car", "--target_token", "red
 AE = ["hrv-attend-excite", "--model_card", "tiny-sd", "--n_inference_steps", "2", "--seeds", "1", "--quiet",
       "--hrv", "final_result/a.npy"]
 CV = "category_vectors_epoch_1_to_1_neg_prompt_False_merged_340_final_text_descriptions_sd_v1_4.npy"
+LONG = " ".join(["a"] * 80)  # 80 one-token words: what follows is past CLIP's 77-token window
 SCORE_ONE = ["--prompt_set", "prompts.txt", "--experiment_num", "animals", "--output_path", "outs", "--methods", "sd"]
 
 CASES = [
@@ -47,6 +48,27 @@ CASES = [
      "exit": 2},
     {"command": ["hrv-intended-sense", "folder", "--desired_text", "a", "--undesired_text", "b", "--out", "."],
      "input": "intended-sense --out that is a folder", "expect": "--out . is a folder: pass a file path", "exit": 2},
+    # item 1: words past the text encoder's 77-token window
+    {"command": ["hrv-p2p", "--prompts", f"{LONG} blue car", f"{LONG} red car", "--target_token", "red",
+                 "--model_card", "tiny-sd", "--use_soft_vector", "--hrv", "final_result/a.npy"], "setup": "hrvs",
+     "input": "P2P-HRV --target_token past the text encoder's 77-token window",
+     "expect": "--target_token 'red' is past the 77-token window of the text encoder", "exit": 2},
+    {"command": ["hrv-p2p", "--prompts", f"a car {LONG} blue", f"a car {LONG} red", "--target_token", "car",
+                 "--model_card", "tiny-sd", "--use_soft_vector", "--hrv", "final_result/a.npy"], "setup": "hrvs",
+     "input": "P2P with the swapped word past the text encoder's 77-token window",
+     "expect": "the swapped word 'blue' is past the 77-token window of the text encoder", "exit": 2},
+    {"command": [*AE, "--prompt", f"a cat {LONG} and a dog", "--token_words", "cat", "dog"], "setup": "hrvs",
+     "input": "A&E --token_words past the text encoder's 77-token window",
+     "expect": "the target word 'dog' is past the 77-token window of the text encoder", "exit": 2},
+    {"command": ["hrv-reduce-misinterpretation", "--model_card", "tiny-sd", "--prompt", f"A vase {LONG} in lavender",
+                 "--selected_token", "lavender", "--hrv", "final_result/a.npy"], "setup": "hrvs",
+     "input": "SD-HRV --selected_token past the text encoder's 77-token window",
+     "expect": "--selected_token 'lavender' is past the 77-token window of the text encoder", "exit": 2},
+    {"command": ["hrv-weakening", "--model_card", "tiny-sd", "--seeds", "10", "--heads_to_be_perturbed", "0",
+                 "--prompt", f"a {LONG} red car", "--concept", "Color", "--weaken", "concept_word", "--concept_word",
+                 "red", "--hrv", "final_result/a.npy", "--n_inference_steps", "2", "--quiet"], "setup": "hrvs",
+     "input": "weakening --concept_word past the text encoder's 77-token window",
+     "expect": "--concept_word 'red' is past the 77-token window of the text encoder", "exit": 2},
     # item 4: hrv-published offline
     {"command": ["hrv-published", "--cache_dir", "cache", "--verify_only", "--quiet"], "setup": "bad_copy",
      "input": "hrv-published --verify_only with a hand-copied file that is not the published one",
