@@ -288,7 +288,9 @@ class ArgumentParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         """argparse's; the parsed args also note their output paths (``_outputs``) for ``check_outputs``."""
         namespace, extras = super().parse_known_args(args, namespace)
-        namespace._outputs = output_flags(self, namespace)
+        outputs = output_flags(self, namespace)
+        if outputs:  # only then: a parser without output flags gives the args it always gave (toy/train.py: vars)
+            namespace._outputs = outputs
         return namespace, extras
 
     def error(self, message):

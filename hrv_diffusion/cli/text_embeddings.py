@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         build_parser().error("--batch_size must be at least 1")
-    settings = TextEmbeddingSettings(**{k: v for k, v in vars(args).items() if k != "prompt" and not k.startswith("_")})
+    settings = TextEmbeddingSettings(**{k: v for k, v in vars(args).items()
+                                        if k != "prompt" and not k.startswith("_")})
     return run_cli(lambda s: print(run(s)), settings)
 
 

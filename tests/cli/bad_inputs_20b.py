@@ -46,6 +46,11 @@ CASES = [
     {"command": ["hrv-demo", "--output_dir", "out"], "setup": "out_is_a_file",
      "input": "hrv-demo --output_dir that is a file", "expect": "--output_dir out is a file: pass a folder",
      "exit": 2},
+    {"command": ["python", "toy/p2p_eval.py", "--out", "out"], "setup": "out_is_a_file",
+     "input": "toy/p2p_eval.py --out that is a file", "expect": "--out out is a file: pass a folder", "exit": 2},
+    {"command": ["python", "toy/adjust_eval.py", "--out", "out/x"], "setup": "out_is_a_file",
+     "input": "toy/adjust_eval.py --out inside a file", "expect": "--out out/x is inside out, which is a file",
+     "exit": 2},
     {"command": ["hrv-intended-sense", "folder", "--desired_text", "a", "--undesired_text", "b", "--out", "."],
      "input": "intended-sense --out that is a folder", "expect": "--out . is a folder: pass a file path", "exit": 2},
     # item 1: words past the text encoder's 77-token window
