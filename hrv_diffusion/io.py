@@ -42,6 +42,21 @@ def write_png(pixels: np.ndarray, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def read_rgb(path: str | os.PathLike, rerun: str):
+    """The image at ``path`` as an RGB PIL image, fully read. A truncated or unreadable file (an interrupted copy, a
+    full disk) is one UserError naming it: delete it and rerun ``rerun``, which regenerates missing images."""
+    from PIL import Image
+
+    from hrv_diffusion.errors import UserError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: UnidentifiedImageError, "image file is truncated"
+        raise UserError(f"cannot read the image {path} ({' '.join(str(error).split())}): delete it and rerun "
+                        f"{rerun}, which regenerates missing images") from None
+
+
 def _json_value(value):
     if isinstance(value, np.generic):
         return value.item()

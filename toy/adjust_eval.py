@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from hrv_diffusion.cli.common import ArgumentParser, nonnegative_int, positive_int  # noqa: E402
+from hrv_diffusion.cli.common import check_outputs, output_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -68,8 +69,9 @@ def main(argv=None) -> int:
                    help="also write OUT/adjust_examples.png: the first N items of every case, a row per condition "
                         "(standard, toward Color, toward Background), 4x enlarged (default: none)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p.add_argument("--out", default="docs/toy", help="output folder (default: %(default)s)")
+    p.add_argument("--out", type=output_folder, default="docs/toy", help="output folder (default: %(default)s)")
     args = p.parse_args(argv)
+    check_outputs(args)  # an --out that is a file (a folder): one line, before the model loads
 
     pipe = load_pipeline("toy", device=args.device)
     names = read_concept_set(resolve_description("toy_concepts")).names
@@ -96,4 +98,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from hrv_diffusion.cli.common import run_cli  # bad input: one line, exit 2
+
+    raise SystemExit(run_cli(lambda _: main(), None))

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402
+from hrv_diffusion.cli.common import check_outputs, output_file  # noqa: E402
 
 METHODS = ("sd", "standard", "hrv")
 
@@ -107,8 +108,9 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue an existing --out")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge reports of the same settings that ran different methods into --out, and stop")
-    p.add_argument("--out", required=True, help="JSON file")
+    p.add_argument("--out", type=output_file, required=True, help="JSON file")
     args = p.parse_args(argv)
+    check_outputs(args)  # an --out that is a file (a folder): one line, before the model loads
     if args.merge:
         return merge(args.merge, Path(args.out))
 

@@ -26,6 +26,7 @@ from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # 
 from hrv_diffusion.hrv.vectors import load_hrv  # noqa: E402
 from hrv_diffusion.toy.p2p import METHODS, color_cases, evaluate_color_edits  # noqa: E402
 from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402
+from hrv_diffusion.cli.common import check_outputs, output_folder  # noqa: E402
 
 
 def example_grid(images: np.ndarray, rows: int, per_case: int, scale: int = 4, gap: int = 2) -> np.ndarray:
@@ -50,8 +51,9 @@ def main(argv=None) -> int:
                    help="self-attention replaced at most at this many queries (default: the model's rule, "
                         "(latent side / 4)^2 = 16: the toy's 4 x 4 layer)")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p.add_argument("--out", default="docs/toy", help="output folder (default: %(default)s)")
+    p.add_argument("--out", type=output_folder, default="docs/toy", help="output folder (default: %(default)s)")
     args = p.parse_args(argv)
+    check_outputs(args)  # an --out that is a file (a folder): one line, before the model loads
 
     pipe = load_pipeline("toy", device=args.device)
     names = read_concept_set(resolve_description("toy_concepts")).names

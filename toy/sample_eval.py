@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, fraction, nonnegative_float,  # noqa: E402
                                       nonnegative_int, positive_int)
+from hrv_diffusion.cli.common import check_outputs, output_file  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,9 +36,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the scenes and latents")
     p.add_argument("--batch_size", type=positive_int, default=64, help="images per call")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")
-    p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--out", type=output_file, help="also write the JSON here")
     p.add_argument("--grid", help="write the images as one PNG grid here")
     args = p.parse_args(argv)
+    check_outputs(args)  # an --out that is a file (a folder): one line, before the model loads
 
     import torch
 

@@ -23,6 +23,7 @@ from hrv_diffusion.hrv.paper import TOY_HRV_DIR  # noqa: E402
 from hrv_diffusion.toy.weakening import weakening_curves  # noqa: E402
 from hrv_diffusion.apps.weakening_plots import plot_weakening_curves  # noqa: E402
 from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int  # noqa: E402
+from hrv_diffusion.cli.common import check_outputs, output_folder  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,9 +36,10 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=positive_int, default=32, help="captions (one image each) per (order, k)")
     p.add_argument("--steps", type=positive_int, default=50, help="PNDM steps")
     p.add_argument("--seed", type=nonnegative_int, default=2, help="seed of the captions and latents")
-    p.add_argument("--out", default="docs/toy", help="folder for the JSON results and the plots")
+    p.add_argument("--out", type=output_folder, default="docs/toy", help="folder for the JSON results and the plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    check_outputs(args)  # an --out that is a file (a folder): one line, before the model loads
     concepts = read_concept_set(resolve_description("toy_concepts"))
     names = OutputNames(last_epoch=1, negative_prompt=False, prompt=args.prompt, description="toy_concepts",
                         model_version="toy")

@@ -31,7 +31,7 @@ import torch
 from hrv_diffusion.core.attention import Controller, UNetCall
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, seed_latents
-from hrv_diffusion.core.tokens import MAX_TOKENS, word_token_positions
+from hrv_diffusion.core.tokens import MAX_TOKENS, word_positions_in_window
 from hrv_diffusion.errors import UserError
 
 SDXL_CLAMP = 9.0  # the SDXL notebook's clamping_value; SD v1.4: no clamp
@@ -108,16 +108,12 @@ def head_factors(hrv, adjustment: Adjustment) -> np.ndarray:
 
 def word_columns(tokenizer, prompt: str, word) -> list[int]:
     """Token positions of ``word`` in ``prompt`` (all of its pieces); one clear error when it is absent."""
-    positions = word_token_positions(tokenizer, prompt, word)
+    positions = word_positions_in_window(tokenizer, prompt, word, "--selected_token")
     if not positions:
         words = ", ".join(repr(w) for w in prompt.split(" ") if w)
         raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are split on spaces and matched "
                         f"exactly, case-sensitive): pass one of {words}")
-    kept = [p for p in positions if p < MAX_TOKENS - 1]
-    if not kept:
-        raise UserError(f"the word {word!r} lies beyond the text encoder's {MAX_TOKENS}-token limit in {prompt!r}: "
-                        "shorten the prompt")
-    return kept
+    return positions
 
 
 class ConceptAdjuster(Controller):

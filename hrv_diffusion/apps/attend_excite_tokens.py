@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from hrv_diffusion.core.tokens import word_token_positions
+from hrv_diffusion.core.tokens import word_positions_in_window
 from hrv_diffusion.errors import UserError
 
 NOUN_TAGS = ("NN", "NNS", "NNP", "NNPS")
@@ -40,7 +40,7 @@ def word_targets(tokenizer, prompt: str, words) -> list[list[int]]:
     """For each word, its token positions in ``prompt`` (all BPE pieces; a word that occurs twice: both)."""
     targets = []
     for word in words:
-        positions = [p for p in word_token_positions(tokenizer, prompt, word) if p < MAX_TOKENS - 1]
+        positions = word_positions_in_window(tokenizer, prompt, word, "the target word")
         if not positions:
             raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are matched exactly, split at "
                             f"spaces). Its tokens: {format_token_table(tokenizer, prompt)}")

@@ -59,6 +59,29 @@ _MISSING_WEIGHTS = ("failed to download", "not a known tag", "cannot find the re
                     "no such file", "offline", "connection")
 
 
+def _short(text: str, limit: int = 240) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _load_error(error: Exception, model_name: str, pretrained: str | None) -> Exception:
+    """The user error that ``error`` of ``create_model_and_transforms`` means, else ``error`` itself: an unknown
+    model name, weights not found offline, or a checkpoint file of another architecture than ``model_name``."""
+    text = str(error)
+    if text.startswith("Model config for"):
+        return ValueError(f"unknown CLIP model {model_name!r} (open_clip.list_models() lists the known ones; "
+                          "hf-hub:ORG/REPO and local-dir:/path also work)")
+    if any(marker in text.lower() for marker in _MISSING_WEIGHTS):
+        return ClipWeightsUnavailable(_weights_help(model_name, pretrained, _short(text)))
+    other_shape = isinstance(error, AssertionError) or "size mismatch" in text or "state_dict" in text
+    if other_shape and pretrained and _looks_like_path(pretrained):
+        return UserError(f"the CLIP checkpoint {pretrained} does not fit the architecture --clip_model {model_name} "
+                         f"({_short(text, 160) or type(error).__name__}): pass the architecture it was trained "
+                         "with as --clip_model (open_clip.list_models() lists them; the paper's is ViT-H-14), or a "
+                         f"{model_name} checkpoint as --clip_pretrained")
+    return error
+
+
 class ClipScorer:
     """The paper's CLIP score: the raw cosine similarity of the normalized image and text embeddings.
 
@@ -85,16 +108,11 @@ class ClipScorer:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, precision="fp32", device=device, cache_dir=cache_dir)
             tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
-        except (RuntimeError, OSError, ValueError) as error:  # FileNotFoundError and hub errors are OSError/Runtime
-            text = str(error)
-            if text.startswith("Model config for"):
-                raise ValueError(f"unknown CLIP model {model_name!r} (open_clip.list_models() lists the known ones; "
-                                 "hf-hub:ORG/REPO and local-dir:/path also work)") from error
-            if any(marker in text.lower() for marker in _MISSING_WEIGHTS):
-                cause = " ".join(text.split())
-                cause = cause if len(cause) <= 240 else cause[:240].rsplit(" ", 1)[0] + " ..."
-                raise ClipWeightsUnavailable(_weights_help(model_name, pretrained, cause)) from error
-            raise
+        except (RuntimeError, OSError, ValueError, AssertionError) as error:  # hub errors are OSError/Runtime
+            translated = _load_error(error, model_name, pretrained)
+            if translated is error:
+                raise
+            raise translated from error
         self._setup(model, preprocess, tokenizer, device, batch_size)
         self.model_name, self.pretrained = model_name, pretrained
 

@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from hrv_diffusion.apps.output_paths import safe_folder_name
 from hrv_diffusion.apps.p2p_runs import MANIFEST, MASK_FOLDER, RESERVED, SOURCE_FOLDER, pair_folder
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.io import atomic_output
+from hrv_diffusion.io import atomic_output, read_rgb
+
+RERUN = "the P2P run (p2p_benchmark.py, or p2p_hrv.py with the same flags)"
 
 PSNR_CAP = 100.0
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
@@ -124,10 +126,7 @@ def clip_metrics(scorer, edited, sources, source_texts, target_texts) -> dict[st
 # ------------------------------------------------------------------------------------------------ a tree
 
 def _rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    return np.asarray(read_rgb(path, RERUN))
 
 
 def find_edits(exp_dir) -> list[dict]:
@@ -165,13 +164,11 @@ def score_edits(exp_dir, scorer, chunk_size: int = 64, progress=None) -> tuple[l
     missing = [e["source"] for e in edits if not e["source"].is_file()]
     if missing:
         raise UserError(f"{len(missing)} source images are missing (e.g. {missing[0]}): finish the run first")
-    from PIL import Image
-
     rows = []
     for start in range(0, len(edits), chunk_size):
         chunk = edits[start : start + chunk_size]
-        edited = [Image.open(e["path"]).convert("RGB") for e in chunk]
-        sources = [Image.open(e["source"]).convert("RGB") for e in chunk]
+        edited = [read_rgb(e["path"], RERUN) for e in chunk]
+        sources = [read_rgb(e["source"], RERUN) for e in chunk]
         clip = clip_metrics(scorer, edited, sources, [e["source_prompt"] for e in chunk],
                             [e["target_prompt"] for e in chunk])
         for i, e in enumerate(chunk):

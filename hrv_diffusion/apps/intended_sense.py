@@ -4,8 +4,10 @@ For SD-HRV outputs (``cli/adjust.py``'s layout: a prompt folder with ``standard_
 ``sd-hrv`` / ``sdxl-hrv`` image folders and a manifest naming the prompt) each image is compared with a phrase for
 the desired sense and one for the undesired sense ("a lavender-colored vase" vs "a vase with lavender flowers").
 CLIP's cosine similarities c_d, c_u give P(desired) = softmax(logit_scale · [c_d, c_u])[0] (logit scale 100, CLIP's
-trained temperature) and the image shows the intended sense when c_d > c_u. Per prompt and method (standard,
-adjusted): the rate of intended images and the mean P(desired), with the count of images.
+trained temperature) and the image shows the intended sense when c_d > c_u. A tie (c_d == c_u, e.g. two phrases
+that CLIP tokenizes alike, or a blank image) is not intended under that rule; ties are counted and reported apart
+(``n_ties``, ``tie_rate``) so that a rate lowered by ties is not read as misinterpretation. Per prompt and method
+(standard, adjusted): the rate of intended images, the ties and the mean P(desired), with the count of images.
 
 Any ``Scorer`` (``apps/clip.py``: ``score(images, texts)`` = cosine similarities) works; the command line
 loads ``ClipScorer`` as the weakening scorer does (open_clip ViT-H-14 laion2b_s32b_b79k, fp32).
@@ -26,9 +28,9 @@ from hrv_diffusion.io import atomic_output
 METHODS = {"standard": ("standard_sd", "standard_sdxl"), "adjusted": ("sd-hrv", "sdxl-hrv")}
 LOGIT_SCALE = 100.0
 SUMMARY_COLUMNS = ["prompt", "folder", "method", "desired_text", "undesired_text", "n_images", "intended_rate",
-                   "mean_p_desired"]
+                   "n_ties", "tie_rate", "mean_p_desired"]
 PER_IMAGE_COLUMNS = ["prompt", "folder", "method", "seed", "cos_desired", "cos_undesired", "p_desired", "intended",
-                     "path"]
+                     "tie", "path"]
 
 
 @dataclass(frozen=True)
@@ -77,26 +79,24 @@ def zero_shot(scorer, images, senses: Senses, logit_scale: float = LOGIT_SCALE) 
 
 def measure(scorer, folders, senses_for, logit_scale: float = LOGIT_SCALE) -> tuple[list[dict], list[dict]]:
     """(summary rows, per-image rows) for prompt ``folders``; ``senses_for(prompt) -> Senses``."""
-    from PIL import Image
+    from hrv_diffusion.io import read_rgb
 
     summary, per_image = [], []
     for folder in folders:
         prompt, images = prompt_images(folder)
         senses = senses_for(prompt)
         for method, items in images.items():
-            pictures = []
-            for _, path in items:
-                with Image.open(path) as image:
-                    pictures.append(image.convert("RGB"))
+            pictures = [read_rgb(path, "reduce_misinterpretation.py with the same flags") for _, path in items]
             cos_d, cos_u, p = zero_shot(scorer, pictures, senses, logit_scale) if pictures else ([], [], [])
             for (seed, path), d, u, pd in zip(items, cos_d, cos_u, p):
                 per_image.append({"prompt": prompt, "folder": Path(folder).name, "method": method, "seed": seed,
                                   "cos_desired": float(d), "cos_undesired": float(u), "p_desired": float(pd),
-                                  "intended": bool(d > u), "path": str(path)})
-            n = len(items)
+                                  "intended": bool(d > u), "tie": bool(d == u), "path": str(path)})
+            n, ties = len(items), int(np.sum(np.asarray(cos_d) == np.asarray(cos_u)))
             summary.append({"prompt": prompt, "folder": Path(folder).name, "method": method,
                             "desired_text": senses.desired, "undesired_text": senses.undesired, "n_images": n,
                             "intended_rate": float(np.mean(np.asarray(cos_d) > np.asarray(cos_u))) if n else math.nan,
+                            "n_ties": ties, "tie_rate": ties / n if n else math.nan,
                             "mean_p_desired": float(np.mean(p)) if n else math.nan})
     return summary, per_image
 

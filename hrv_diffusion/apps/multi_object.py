@@ -79,17 +79,30 @@ def find_images(folder: Path, seeds=None) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def missing_images(root, experiment_num, prompts: list[MultiObjectPrompt], methods, seeds) -> list[Path]:
+    """The ``{seed}.png`` of every method, prompt and seed of ``seeds`` that is not under ``root``, in order."""
+    from hrv_diffusion.apps.attend_excite_runs import image_dir
+
+    root = Path(root).resolve()
+    missing = []
+    for method in methods:
+        for item in prompts:
+            folder = image_dir(root, method, experiment_num, item.prompt)
+            missing += [folder / f"{s}.png" for s in seeds if not (folder / f"{s}.png").is_file()]
+    return missing
+
+
 def score_images(root, experiment_num, prompts: list[MultiObjectPrompt], methods, scorer, seeds=None,
                  progress: bool = False):
     """Score the images of ``{root}/{method folder}/exp_{n}/{prompt}/{seed}.png``: one row per image with the
     full-prompt similarity, each object phrase's and their minimum (``PER_IMAGE_COLUMNS``)."""
     import numpy as np
     import pandas as pd
-    from PIL import Image
 
     from hrv_diffusion.apps.attend_excite_runs import image_dir
+    from hrv_diffusion.io import read_rgb
 
-    root = Path(root)
+    root = Path(root).resolve()  # image_dir resolves its folders: a relative root must compare with them
     rows, missing = [], []
     for method in methods:
         for item in prompts:
@@ -108,8 +121,7 @@ def score_images(root, experiment_num, prompts: list[MultiObjectPrompt], methods
         iterator = tqdm(rows, unit="image", desc="CLIP")
     out = []
     for method, item, seed, path in iterator:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        image = read_rgb(path, "multi_object_benchmark.py with the same flags")
         texts = [item.prompt, *item.objects]
         scores = np.asarray(scorer.score([image] * len(texts), texts), dtype=np.float64)
         out.append({"method": method, "prompt": item.prompt, "seed": seed, "full_prompt": float(scores[0]),

@@ -36,7 +36,8 @@ from hrv_diffusion.core.attention import Controller, UNetCall
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 from hrv_diffusion.core.loop import StepHook, generate, latent_shape, seed_latents
 from hrv_diffusion.core.maps import AttentionMaps
-from hrv_diffusion.core.tokens import MAX_TOKENS, refinement_mapper, word_swap_mapper, word_token_positions
+from hrv_diffusion.core.tokens import (MAX_TOKENS, refinement_mapper, word_positions_in_window, word_swap_mapper,
+                                       word_token_positions)
 from hrv_diffusion.errors import UserError
 
 EDITS = ("replace", "refine")
@@ -162,17 +163,33 @@ def check_edit(tokenizer, source: str, edit: Edit) -> None:
         if not edit.target_token:
             raise UserError("--target_token is required for P2P-HRV: the word of the target prompt whose attention "
                             "is restored, e.g. --target_token red")
-        if not word_token_positions(tokenizer, target, edit.target_token):
+        if not word_positions_in_window(tokenizer, target, edit.target_token, "--target_token"):
             raise UserError(f"the target token {edit.target_token!r} is not a word of the target prompt {target!r} "
                             "(words are split on spaces and matched exactly): pass one of its words")
     for word, _ in spec.reweight:
-        if not word_token_positions(tokenizer, target, word):
+        if not word_positions_in_window(tokenizer, target, word, "the reweighted word"):
             raise UserError(f"the reweighted word {word!r} is not a word of the target prompt {target!r}")
     if spec.local_blend is not None:
         for words, prompt in zip(spec.local_blend, (source, target)):
-            if not word_token_positions(tokenizer, prompt, words):
+            if not word_positions_in_window(tokenizer, prompt, words, "the blend word"):
                 raise UserError(f"the blend word {words!r} is not in the prompt {prompt!r}: pass the source "
                                 "prompt's word, then the target prompt's word")
+    check_edited_words_in_window(tokenizer, source, edit)
+
+
+def check_edited_words_in_window(tokenizer, source: str, edit: Edit) -> None:
+    """The words an edit changes (swapped, or added by a refinement) must lie inside the text encoder's window:
+    past it the edited image would equal the source's edit without them (the P2P baseline), silently."""
+    target = edit.target_prompt
+    source_words, target_words = source.split(" "), target.split(" ")
+    if edit.spec.edit == "replace" and len(source_words) == len(target_words):
+        for i in swapped_words(source, target):
+            word_positions_in_window(tokenizer, source, i, "the swapped word")
+            word_positions_in_window(tokenizer, target, i, "the swapped word")
+    else:
+        for i, word in enumerate(target_words):
+            if word and word not in source_words:
+                word_positions_in_window(tokenizer, target, i, "the added word")
 
 
 # ------------------------------------------------------------------------------------------------ rows

@@ -20,7 +20,7 @@ from hrv_diffusion.apps.runs import OutputTree, RunReport, run_batches
 from hrv_diffusion.core.attention import Controller, UNetCall
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents
-from hrv_diffusion.core.tokens import word_token_positions
+from hrv_diffusion.core.tokens import word_positions_in_window, word_token_positions
 from hrv_diffusion.hrv.files import ORDERS  # top = MoRHF (most relevant first), bottom = LeRHF
 
 
@@ -31,7 +31,10 @@ def weakened_tokens(tokenizer, prompt: str, concept_word: str | None = None, len
     mask = torch.zeros(length, dtype=torch.bool)
     words = [concept_word] if concept_word else [w for w in prompt.split(" ") if w]
     for word in words:
-        positions = [p for p in word_token_positions(tokenizer, prompt, word) if p < length]
+        if concept_word:  # past the text encoder's window: one error, not a silent no-op
+            positions = [p for p in word_positions_in_window(tokenizer, prompt, word, "--concept_word") if p < length]
+        else:
+            positions = [p for p in word_token_positions(tokenizer, prompt, word) if p < length]
         if concept_word and not positions:
             raise ValueError(f"the word {concept_word!r} is not in the prompt {prompt!r}: "
                              "use --weaken prompt_tokens or put the word in the prompt")

@@ -18,8 +18,10 @@ USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADi
 
 
 def run_cli(run, args) -> int:
-    """Call ``run(args)``; return its exit status, 2 after a user error, 130 after Ctrl-C."""
+    """Check the output paths of ``args`` (``check_outputs``), call ``run(args)``; return its exit status, 2 after a
+    user error, 130 after Ctrl-C."""
     try:
+        check_outputs(args)  # an output folder that is a file fails here, before any model loads
         return run(args) or 0
     except USER_ERRORS as error:
         if os.environ.get("HRV_DIFFUSION_DEBUG"):
@@ -31,17 +33,35 @@ def run_cli(run, args) -> int:
         return 130
 
 
+def output_problem(path, flag: str, *, is_file: bool = False) -> str | None:
+    """Why ``path`` cannot be the output folder (or with ``is_file`` the output file) of ``flag``: it is a file
+    (a folder), or lies inside a file; None when it can be made."""
+    path = Path(path).expanduser()
+    if is_file and path.is_dir():
+        return f"{flag} {path} is a folder: pass a file path"
+    for folder in (path.parent,) if is_file else (path,):
+        for above in (folder, *folder.parents):
+            if above.exists():
+                if above.is_dir():
+                    return None
+                if above == path:
+                    return f"{flag} {path} is a file: pass a folder"
+                return f"{flag} {path} is inside {above}, which is a file: pick another path"
+    return None
+
+
 def check_output_dir(path, flag: str) -> None:
     """Refuse, before any model is loaded, an output folder that is a file or lies inside one."""
-    from pathlib import Path
+    problem = output_problem(path, flag)
+    if problem:
+        raise UserError(problem)
 
-    path = Path(path)
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                where = "is a file" if folder == path else f"is inside {folder}, which is a file"
-                raise UserError(f"{flag} {path} {where}: pass a folder")
-            return
+
+def check_output_file(path, flag: str) -> None:
+    """Refuse, before any model is loaded, an output file that is a folder or whose folder is (inside) a file."""
+    problem = output_problem(path, flag, is_file=True)
+    if problem:
+        raise UserError(problem)
 
 
 class sigterm_as_interrupt:
@@ -190,6 +210,41 @@ def step_fraction(text: str) -> float:
     return value
 
 
+def output_folder(text: str) -> str:
+    """An output folder (``--output_dir``, ``--output_path``, ``--cache_dir``, ...): ``ArgumentParser`` refuses,
+    right after parsing, one that is a file or lies inside a file, naming the flag."""
+    return text
+
+
+def output_file(text: str) -> str:
+    """An output file (a CSV, a list): ``ArgumentParser`` refuses, right after parsing, one that is a folder or whose
+    folder is (inside) a file, naming the flag."""
+    return text
+
+
+def output_flags(parser: argparse.ArgumentParser, args) -> list[tuple[str, str, bool]]:
+    """(flag, path, is_file) of every output flag of ``args`` that has a value (typed ``output_folder`` or
+    ``output_file``)."""
+    found = []
+    for action in parser._actions:
+        if action.type not in (output_folder, output_file) or not action.option_strings:
+            continue
+        values = getattr(args, action.dest, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None:
+                found.append((action.option_strings[0], str(value), action.type is output_file))
+    return found
+
+
+def check_outputs(args) -> None:
+    """Refuse the first output path of ``args`` (noted by ``ArgumentParser``) that cannot be made: a file given as a
+    folder, a folder given as a file, or a path inside a file. ``run_cli`` calls it before the command runs."""
+    for flag, path, is_file in getattr(args, "_outputs", ()):
+        problem = output_problem(path, flag, is_file=is_file)
+        if problem:
+            raise UserError(problem)
+
+
 def prompt_text(text: str) -> str:
     """A prompt: text with at least one non-blank character (an empty value is refused, not read as "no value")."""
     if not text.strip():
@@ -229,6 +284,14 @@ def sdxl_prog(console_name: str) -> str:
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser whose usage errors are one line on stderr, exit status 2, like ``run_cli``'s:
     ``error: argument --batch_size: must be a positive integer, got -3 (see PROG --help)``."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        """argparse's; the parsed args also note their output paths (``_outputs``) for ``check_outputs``."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        outputs = output_flags(self, namespace)
+        if outputs:  # only then: a parser without output flags gives the args it always gave (toy/train.py: vars)
+            namespace._outputs = outputs
+        return namespace, extras
 
     def error(self, message):
         self.exit(2, f"error: {' '.join(str(message).split())} (see {self.prog} --help)\n")

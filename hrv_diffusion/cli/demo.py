@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int, output_folder
 
 
 def votes_command(common: list[str], prompt: str, prompts: int, batch_size: int, part: int, parts: int,
@@ -67,7 +67,7 @@ def default_workers(prompts: int, batch_size: int) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="hrv-demo", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--output_dir", default="demo_output", help="folder for every output (created)")
+    p.add_argument("--output_dir", type=output_folder, default="demo_output", help="folder for every output (created)")
     p.add_argument("--model_card", default="toy",
                    help="toy (the built-in trained toy model), tiny-sd or tiny-sdxl (random weights: machinery only), "
                         "or a diffusers folder")
@@ -80,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from hrv_diffusion.cli.common import run_cli
 
+    return run_cli(run, build_parser().parse_args(argv))
+
+
+def run(args) -> int:
     from hrv_diffusion.cli.context import default_description
     from hrv_diffusion.hrv.files import read_hrv
     from hrv_diffusion.apps.visualize import plot_hrv_heatmap

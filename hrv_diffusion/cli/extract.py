@@ -23,7 +23,7 @@ from pathlib import Path
 from hrv_diffusion.hrv.files import write_published
 from hrv_diffusion.hrv.shards import (NotAShardError, Shard, ShardFormatError, find_shards, index_ranges, load_shard,
                                       merge_shards)
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int, run_cli
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int, run_cli, output_folder
 from hrv_diffusion.cli.flags import SD_CARD, SDXL_CARD
 from hrv_diffusion.errors import UserError
 
@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results_dir", default=None,
                         help="folder with the shards (*.npz); default OUTPUT_DIR/results")
     parser.add_argument("--shards", nargs="+", type=Path, help="explicit shard files (instead of --results_dir)")
-    parser.add_argument("--output_dir", default=".",
+    parser.add_argument("--output_dir", type=output_folder, default=".",
                         help="project folder, as in head_relevance_calculation.py: shards are read from "
                              "OUTPUT_DIR/results, HRVs written to OUTPUT_DIR/final_result; default .")
-    parser.add_argument("--final_result", default=None,
+    parser.add_argument("--final_result", type=output_folder, default=None,
                         help="where the HRV files go (the weakening scripts' --final_result); default "
                              "OUTPUT_DIR/final_result")
     parser.add_argument("--model_version", default=None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from hrv_diffusion.cli.common import nonnegative_float, nonnegative_int, positive_int
+from hrv_diffusion.cli.common import nonnegative_float, nonnegative_int, positive_int, output_folder
 from hrv_diffusion.errors import UserError
 
 SD_CARD = "CompVis/stable-diffusion-v1-4"
@@ -61,7 +61,7 @@ def add_generation_flags(g, *, seeds, batch_size: int, batch_help: str, decode: 
 
 def add_output_flags(g, *, default_path: str) -> None:
     """``--output_path --overwrite --quiet``."""
-    g.add_argument("--output_path", default=default_path, help="root folder of the outputs")
+    g.add_argument("--output_path", type=output_folder, default=default_path, help="root folder of the outputs")
     g.add_argument("--overwrite", action="store_true",
                    help="regenerate the images even where they exist; folders made with other settings are emptied "
                         "of their images first (without it such folders are refused, and existing images are kept: "

@@ -4,9 +4,10 @@
         --desired_text "a lavender-colored vase" --undesired_text "a vase with lavender flowers"
 
 Each image of a prompt folder (written by applications/reduce_misinterpretation.py) is compared with the two
-phrases; it shows the intended sense when CLIP finds it closer to the desired phrase. Written: a summary CSV (one
-row per prompt and method, standard and adjusted: the rate of intended images, the mean P(desired) of a two-way
-softmax at CLIP's logit scale 100, the number of images) and a per-image CSV beside it. Per-prompt phrases:
+phrases; it shows the intended sense when CLIP finds it closer to the desired phrase (a tie is not intended, and is
+counted apart). Written: a summary CSV (one row per prompt and method, standard and adjusted: the rate of intended
+images, the number and share of ties, the mean P(desired) of a two-way softmax at CLIP's logit scale 100, the
+number of images) and a per-image CSV beside it. Per-prompt phrases:
 --phrases FILE (columns prompt,desired_text,undesired_text). See docs/adjust.md.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hrv_diffusion.cli.common import ArgumentParser, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, positive_int, output_folder, output_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phrases", default=None,
                    help="CSV with columns prompt,desired_text,undesired_text: phrases per prompt (instead of the two "
                         "flags)")
-    p.add_argument("--out", default="intended_sense.csv",
+    p.add_argument("--out", type=output_file, default="intended_sense.csv",
                    help="summary CSV; the per-image CSV is written beside it with suffix _per_image (default: "
                         "%(default)s)")
     p.add_argument("--clip_model", default="ViT-H-14", help="open_clip model name (default: %(default)s)")
     p.add_argument("--clip_pretrained", default="laion2b_s32b_b79k",
                    help="open_clip pretrained tag, or a local checkpoint path (default: %(default)s)")
-    p.add_argument("--clip_cache_dir", default=None, help="open_clip cache folder for the weights (optional)")
+    p.add_argument("--clip_cache_dir", type=output_folder, default=None,
+                   help="open_clip cache folder for the weights (optional)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch_size", type=positive_int, default=32,
                    help="images per CLIP forward pass (default: %(default)s)")
@@ -82,8 +84,12 @@ def run(args) -> int:
     per_image_path = out.with_name(f"{out.stem}_per_image{out.suffix or '.csv'}")
     write_rows(per_image_path, per_image, PER_IMAGE_COLUMNS)
     for row in summary:
-        print(f"{row['prompt']!r} {row['method']:<8} intended {row['intended_rate']:.1%} of {row['n_images']} "
-              f"(mean P(desired) {row['mean_p_desired']:.3f})")
+        print(f"{row['prompt']!r} {row['method']:<8} intended {row['intended_rate']:.1%} of {row['n_images']}, "
+              f"ties {row['n_ties']} ({row['tie_rate']:.1%}) (mean P(desired) {row['mean_p_desired']:.3f})")
+    ties = sum(row["n_ties"] for row in summary)
+    if ties:
+        print(f"note: {ties} of {len(per_image)} images tie (CLIP finds them as close to both phrases): they count "
+              "as not intended (intended = closer to the desired phrase); the tie columns give them apart")
     print(f"wrote {out} and {per_image_path}")
     return 0
 

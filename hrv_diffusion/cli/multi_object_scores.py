@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, output_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,13 +23,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which methods' images to score")
     p.add_argument("--seeds", type=nonnegative_int, nargs="+", default=None,
                    help="only these seeds (default: every image found)")
-    p.add_argument("--out_dir", default=None, help="where the CSVs go (default: OUTPUT_PATH)")
+    p.add_argument("--out_dir", type=output_folder, default=None, help="where the CSVs go (default: OUTPUT_PATH)")
     p.add_argument("--clip_model", default="ViT-H-14", help="open_clip model name")
     p.add_argument("--clip_pretrained", default="laion2b_s32b_b79k", help="open_clip tag or a checkpoint file")
-    p.add_argument("--clip_cache_dir", default=None, help="open_clip cache folder")
+    p.add_argument("--clip_cache_dir", type=output_folder, default=None, help="open_clip cache folder")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def benchmark_command(args) -> str:
+    """The multi_object_benchmark.py command that generates the images these flags score."""
+    import shlex
+
+    words = ["python", "applications/multi_object_benchmark.py", "--prompt_set", args.prompt_set,
+             "--methods", *args.methods, "--seeds", *map(str, args.seeds), "--output_path", args.output_path]
+    if args.experiment_num is not None:
+        words += ["--experiment_num", args.experiment_num]
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def check_seeds_generated(args, prompts, experiment) -> None:
+    """Refuse ``--seeds`` whose images are not all there (a table of the other seeds would pass for the whole),
+    naming how many are missing, the first one and the command that generates them."""
+    from hrv_diffusion.apps.multi_object import missing_images
+    from hrv_diffusion.errors import UserError
+
+    missing = missing_images(args.output_path, experiment, prompts, args.methods, args.seeds)
+    if missing:
+        total = len(args.methods) * len(prompts) * len(args.seeds)
+        raise UserError(f"{len(missing)} of the {total} images of --seeds {' '.join(map(str, args.seeds))} are "
+                        f"missing (first: {missing[0]}): generate them with `{benchmark_command(args)}` (it keeps "
+                        "the images already there), or pass only the seeds that were generated")
 
 
 def run(args, scorer=None) -> int:
@@ -38,6 +63,8 @@ def run(args, scorer=None) -> int:
 
     prompts = load_prompt_set(args.prompt_set)
     experiment = args.experiment_num if args.experiment_num is not None else prompt_set_name(args.prompt_set)
+    if args.seeds is not None:  # before CLIP loads
+        check_seeds_generated(args, prompts, experiment)
     if scorer is None:
         scorer = ClipScorer(args.clip_model, args.clip_pretrained, device=args.device, cache_dir=args.clip_cache_dir)
     per_image, missing = score_images(args.output_path, experiment, prompts, args.methods, scorer, args.seeds,

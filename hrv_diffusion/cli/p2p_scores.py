@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int, output_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,11 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_path", default="./applications/image_editing_benchmark",
                    help="the generation output folder holding exp_{N}/ (default: %(default)s)")
     p.add_argument("--experiment_num", default="1", help="selects exp_{N}/ (default: %(default)s)")
-    p.add_argument("--results_dir", default=None, help="where the CSVs go (default: the exp_{N} folder)")
+    p.add_argument("--results_dir", type=output_folder, default=None,
+                   help="where the CSVs go (default: the exp_{N} folder)")
     p.add_argument("--clip_model", default="ViT-H-14", help="open_clip model name (default: %(default)s)")
     p.add_argument("--clip_pretrained", default="laion2b_s32b_b79k",
                    help="open_clip pretrained tag or a local checkpoint path (default: %(default)s)")
-    p.add_argument("--clip_cache_dir", default=None, help="open_clip cache folder for the weights (default: none)")
+    p.add_argument("--clip_cache_dir", type=output_folder, default=None,
+                   help="open_clip cache folder for the weights (default: none)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch_size", type=positive_int, default=32,
                    help="images per CLIP forward pass (default: %(default)s)")
@@ -58,7 +60,23 @@ def run(args) -> int:
               f"clip_direction={row['clip_direction']:.4f} psnr_unedited={row['psnr_unedited']:.2f} "
               f"ssim_unedited={row['ssim_unedited']:.4f}")
     print(f"wrote {a} and {b}")
+    note = missing_masks_note(per_image, exp_dir)
+    if note:
+        print(note)
     return 0
+
+
+def missing_masks_note(per_image: list[dict], exp_dir) -> str | None:
+    """What to do when edited images have no mask (masks/): their psnr/ssim_unedited are nan."""
+    import math
+
+    without = sum(1 for row in per_image if math.isnan(row["unedited_fraction"]))
+    if not without:
+        return None
+    return (f"note: {without} of {len(per_image)} edited images have no mask in {Path(exp_dir) / 'masks'}, so their "
+            "psnr_unedited, ssim_unedited and unedited_fraction are nan: rerun the generation with masks "
+            "(p2p_hrv.py with --save_masks, or p2p_benchmark.py without --no_masks; the images already there are "
+            "kept), then score again")
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, positive_int
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, nonnegative_float, nonnegative_int, output_folder,
+                                      positive_int)
 from hrv_diffusion.cli.flags import SD_CARD, SDXL_CARD, SplitValue, add_model_flags
 
 
@@ -48,7 +49,8 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
                    help="reproduce the reference's latents: one CPU generator seeded SEED, one randn per prompt in order")
     g.add_argument("--num_inference_steps", type=positive_int, default=50, help="50 PNDM steps = 51 UNet evaluations")
     g.add_argument("--guidance_scale", type=nonnegative_float, default=7.5, help="classifier-free guidance scale")
-    g.add_argument("--output_dir", default=".", help="embeddings are read from OUTPUT_DIR/word_lists, shards written to OUTPUT_DIR/results")
+    g.add_argument("--output_dir", type=output_folder, default=".",
+                   help="embeddings are read from OUTPUT_DIR/word_lists, shards written to OUTPUT_DIR/results")
     g.add_argument("--embeddings", default=None, help="text-embedding file (default: OUTPUT_DIR/word_lists/...)")
     g.add_argument("--resume", action="store_true", help="continue existing shards instead of refusing to overwrite them")
     g.add_argument("--checkpoint_every", type=positive_int, default=100, help="save the shard every N prompts")

@@ -8,7 +8,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int, run_cli
+from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, nonnegative_int, output_folder, positive_int,
+                                      run_cli)
 from hrv_diffusion.cli.flags import SD_CARD
 from hrv_diffusion.core.models import DTYPES
 from hrv_diffusion.hrv.concepts import (DEFAULT_DESCRIPTION, check_token_lengths, description_name,
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                         help="model dtype; the stored embeddings are float32 either way")
     parser.add_argument("--batch_size", type=positive_int, default=32, help="words encoded per text-encoder call")
-    parser.add_argument("--output_dir", default=".", help="folder that receives word_lists/")
+    parser.add_argument("--output_dir", type=output_folder, default=".", help="folder that receives word_lists/")
     parser.add_argument("--prompt", default=None,
                         help="ignored here: accepted so that the three HRV scripts take the same flags")
     parser.add_argument("--num_concepts", type=positive_int, default=None,
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         build_parser().error("--batch_size must be at least 1")
-    settings = TextEmbeddingSettings(**{k: v for k, v in vars(args).items() if k != "prompt"})
+    settings = TextEmbeddingSettings(**{k: v for k, v in vars(args).items()
+                                        if k != "prompt" and not k.startswith("_")})
     return run_cli(lambda s: print(run(s)), settings)
 
 

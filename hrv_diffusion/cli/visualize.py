@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hrv_diffusion.cli.common import ArgumentParser, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, positive_int, output_folder
 
 MODEL_VERSIONS = ("sd_v1_4", "sd_xl_base_1_0", "toy")
 
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="figure formats (default: png pdf)")
     p.add_argument("--shared_scale", action="store_true",
                    help="one color scale (0 to the largest value) for all heatmap panels (default: one per panel)")
-    p.add_argument("--output_dir", default=None, help="default: ./hrv_visualization/<model_version or HRV name>")
+    p.add_argument("--output_dir", type=output_folder, default=None,
+                   help="default: ./hrv_visualization/<model_version or HRV name>")
     return p
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hrv_diffusion.cli.common import run_cli
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, output_folder, positive_int
 
 EXAMPLES = """\
 examples:
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concept", default=None, help="plot title (default: the experiment's concept)")
     parser.add_argument("--results_dir", default="./ordered_weakening_analysis/hp_results",
                         help="where the scores CSVs are (default: %(default)s)")
-    parser.add_argument("--plots_dir", default="./ordered_weakening_analysis/hp_plots",
+    parser.add_argument("--plots_dir", type=output_folder, default="./ordered_weakening_analysis/hp_plots",
                         help="where the plots are written (default: %(default)s)")
     parser.add_argument("--drop_k", type=nonnegative_int, nargs="*", default=None,
                         help="k values left out of the curves (default: 1, and also 11 when the largest k is 1300 "

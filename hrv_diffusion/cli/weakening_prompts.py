@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, positive_int, output_file
 
 EXAMPLES = """\
 examples:
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--experiment_num", type=positive_int,
                       help="1-9, 91-95 (out-of-distribution items) or 991 (Tableware)")
     what.add_argument("--list", action="store_true", help="list the experiments: number, concept, template, count")
-    parser.add_argument("--out", type=Path, default=None, help="write the prompts to this file (default: stdout)")
+    parser.add_argument("--out", type=output_file, default=None,
+                        help="write the prompts to this file (default: stdout)")
     parser.add_argument("--with_text", action="store_true",
                         help="add a tab and the CLIP text of each prompt (the concept item used for scoring)")
     return parser
@@ -74,8 +75,8 @@ def main(argv=None) -> int:
         if args.out is None:
             sys.stdout.write(text)
         else:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(text, encoding="utf-8")
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text, encoding="utf-8")
             print(f"wrote {len(prompts)} prompts of exp {exp.number} ({exp.concept}) to {args.out}")
         return 0
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int
+from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, positive_int, output_folder
 
 EXAMPLES = """\
 examples:
@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip_pretrained", default="laion2b_s32b_b79k",
                         help="open_clip pretrained tag, or a local checkpoint path such as "
                              "/path/to/open_clip_pytorch_model.bin (default: %(default)s)")
-    parser.add_argument("--clip_cache_dir", default=None, help="open_clip cache folder for the weights (optional)")
-    parser.add_argument("--results_dir", default="./ordered_weakening_analysis/hp_results",
+    parser.add_argument("--clip_cache_dir", type=output_folder, default=None,
+                        help="open_clip cache folder for the weights (optional)")
+    parser.add_argument("--results_dir", type=output_folder, default="./ordered_weakening_analysis/hp_results",
                         help="where the CSVs are written (default: %(default)s)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch_size", type=positive_int, default=32,

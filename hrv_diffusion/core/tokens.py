@@ -6,6 +6,9 @@ rose, -, colored) has all of its positions.
 
 - ``word_token_positions(tokenizer, prompt, word)``: every position of ``word`` (one word, several words, or a
   word index) among the space-separated words of ``prompt``.
+- ``word_positions_in_window(tokenizer, prompt, word)``: those positions that the text encoder sees (its window
+  is ``tokenizer.model_max_length`` tokens, 77 for CLIP, start and end tokens included); a word found only past
+  the window is one UserError saying so (every application that takes a word of a prompt uses it).
 - ``word_swap_mapper(tokenizer, source, target)``: P2P's replacement mapper (77 x 77) for prompts of equal
   word counts: swapped words map token to token when their token counts agree, else every source piece maps to
   every target piece with weight 1/|target pieces|. The reference's tail rule (``M[j, j]``, not ``M[i, j]``,
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from hrv_diffusion.errors import UserError
 
 MAX_TOKENS = 77
 
@@ -46,6 +51,35 @@ def word_token_positions(tokenizer, text: str, word: str | int) -> list[int]:
         if ptr < len(words) and length >= len(words[ptr]):
             ptr, length = ptr + 1, 0
     return out
+
+
+def token_window(tokenizer) -> int:
+    """The text encoder's window: ``tokenizer.model_max_length`` (77 for CLIP), else ``MAX_TOKENS``."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 2 < limit < 10 ** 6 else MAX_TOKENS
+
+
+def past_window_message(tokenizer, prompt: str, word, label: str = "the word") -> str:
+    """The error for a word of ``prompt`` (a word, or a word index) that lies past the text encoder's window: the
+    encoder truncates the prompt there, so the word has no effect. ``label`` names it (e.g. ``--target_token``)."""
+    limit = token_window(tokenizer)
+    count = len(tokenizer.encode(prompt))
+    shown_word = prompt.split(" ")[word] if isinstance(word, (int, np.integer)) else word
+    shown = prompt if len(prompt) <= 80 else prompt[:77] + "..."
+    return (f"{label} {shown_word!r} is past the {limit}-token window of the text encoder: the prompt {shown!r} has "
+            f"{count} tokens (start and end included) and the encoder sees only the first {limit - 2} word tokens, so "
+            "the word would have no effect: shorten the prompt so that the word comes earlier")
+
+
+def word_positions_in_window(tokenizer, text: str, word: str | int, label: str = "the word") -> list[int]:
+    """``word_token_positions`` inside the text encoder's window (positions 1 .. window - 2; the last is the end
+    token). [] when the word is not in ``text``; a UserError (``past_window_message``, naming it by ``label``) when
+    it is, but only past the window."""
+    positions = word_token_positions(tokenizer, text, word)
+    kept = [p for p in positions if p < token_window(tokenizer) - 1]
+    if positions and not kept:
+        raise UserError(past_window_message(tokenizer, text, word, label))
+    return kept
 
 
 MAPPER_TAILS = ("reference", "aligned")

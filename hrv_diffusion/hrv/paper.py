@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,9 +137,12 @@ def check_paper_file(path: Path, manifest: str | os.PathLike = MANIFEST) -> None
 
 
 def manual_instructions(folder: Path) -> str:
-    """What to do without the network, in one sentence."""
+    """What to do without the network, in one sentence (the command names ``--cache_dir`` unless ``folder`` is the
+    default); ``--verify_only`` checks the files copied and lists the others as not copied."""
+    where = "" if Path(folder) == paper_dir() else f" --cache_dir {shlex.quote(str(folder))}"
     return (f"download the files of {BROWSE_URL} (at least category_vectors_* and head_index_* of your model) on a "
-            f"machine with network, put them into {folder}, then run `hrv-published --verify_only` to check them")
+            f"machine with network, put them into {folder}, then run `hrv-published --verify_only{where}` to check "
+            "them")
 
 
 def missing_message(model_version: str, folder: Path) -> str:

@@ -4,13 +4,13 @@
 repository (SNU-DRL/HRV) at the pinned commit into ``paper.paper_dir()``, the folder ``load_hrv("paper", ...)``
 reads. Every file is checked against the manifest shipped in the package (``paper.read_manifest``): its size and
 its git blob id, the sha1 of ``b"blob <size>\\0" + content`` that ``git hash-object`` prints. A file that
-does not match is deleted and reported; a download goes to a temporary file that replaces the target only once it
-matched, so the folder never holds a half-written or unchecked file. Files already there and matching are kept
-(a second run downloads nothing). Then the project's tidy CSV (one row per concept and head) is written beside the
-HRVs of each model.
+does not match is moved aside (NAME.mismatch) and reported; a download goes to a temporary file that replaces the
+target only once it matched, so the folder never holds a half-written or unchecked file. Files already there and
+matching are kept (a second run downloads nothing). Then the project's tidy CSV (one row per concept and head) is
+written beside the HRVs of each model.
 
 Offline, the files can be put into the folder by hand (``manual_instructions``); ``hrv-published --verify_only``
-then checks them without the network.
+then checks those there without the network and lists the others as not copied.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from hrv_diffusion.errors import UserError
 from hrv_diffusion.hrv.paper import (
-    CHUNK, KINDS, MANIFEST, PAPER_COMMIT, PAPER_MODELS, PAPER_REPOSITORY, PublishedFile, manual_instructions, mismatch,
-    paper_dir, read_manifest,
+    BROWSE_URL, CHUNK, KINDS, MANIFEST, PAPER_COMMIT, PAPER_MODELS, PAPER_REPOSITORY, PublishedFile,
+    manual_instructions, mismatch, paper_dir, read_manifest,
 )
 from hrv_diffusion.io import atomic_output
 
@@ -51,6 +51,8 @@ class FetchReport:
     downloaded: list[str] = field(default_factory=list)
     verified: list[str] = field(default_factory=list)  # already present and matching
     tidy: list[Path] = field(default_factory=list)
+    not_copied: list[str] = field(default_factory=list)  # --verify_only: not in the folder, so not checked
+    moved_aside: list[str] = field(default_factory=list)  # NAME.mismatch: files there that did not match
 
 
 def _url(base_url: str, entry: PublishedFile) -> str:
@@ -69,12 +71,65 @@ def _download(url: str, target: Path, entry: PublishedFile, timeout: float) -> N
                             "the server may be serving other content, try again or check --base_url")
 
 
+def move_aside(path: Path) -> Path:
+    """Move a file that is not the published one to ``NAME.mismatch`` (replacing an older one): a hand-copied file
+    is kept for the user to inspect, and no longer read as the published file."""
+    aside = path.with_name(path.name + ".mismatch")
+    os.replace(path, aside)
+    return aside
+
+
+def _check_present(target: Path, entry: PublishedFile, report: FetchReport) -> str | None:
+    """Check a file that is in the folder: a match is counted as verified (None); one that does not match is moved
+    aside (``move_aside``), and what was wrong returned."""
+    problem = mismatch(target, entry)
+    if problem is None:
+        report.verified.append(entry.name)
+        return None
+    report.moved_aside.append(move_aside(target).name)
+    return f"{entry.name} ({problem}; moved aside to {report.moved_aside[-1]})"
+
+
+def _failure(entries, unreachable, bad, base_url: str, folder: Path) -> str:
+    """The one error of a fetch that left files missing (``unreachable``) or not matching (``bad``)."""
+    parts = [f"{len(unreachable)} of {len(entries)} published files missing"] if unreachable else []
+    if unreachable:
+        parts.append(f"could not be fetched from {base_url}: {', '.join(unreachable[:3])}"
+                     f"{' ...' if len(unreachable) > 3 else ''}")
+    if bad:
+        parts.append(f"not matching the manifest: {'; '.join(bad)}")
+    parts.append(f"to work offline, {manual_instructions(folder)}")
+    return "; ".join(parts)
+
+
+def _verify_only(folder: Path, entries, report: FetchReport, models) -> FetchReport:
+    """``--verify_only``: check the files that are in ``folder``; those not there are reported as not copied
+    (``report.not_copied``), which is no error unless none is there. A file that does not match fails the run."""
+    bad = []
+    for entry in entries:
+        if (folder / entry.name).is_file():
+            problem = _check_present(folder / entry.name, entry, report)
+            bad += [problem] if problem else []
+        else:
+            report.not_copied.append(entry.name)
+    if bad:
+        raise UserError(f"not the published files: {'; '.join(bad)}; copy them again from {BROWSE_URL} (at the "
+                        "same path), then run the same command")
+    if not report.verified:
+        raise UserError(f"none of the {len(entries)} published files asked for is in {folder}: "
+                        f"{manual_instructions(folder)}")
+    report.tidy = write_tidy_files(folder, models)
+    return report
+
+
 def fetch_published(folder: str | os.PathLike | None = None, *, models=PAPER_MODELS, kinds=DEFAULT_KINDS,
                     base_url: str | None = None, manifest: str | os.PathLike = MANIFEST, verify_only: bool = False,
                     timeout: float = 60.0, progress: bool = True) -> FetchReport:
     """Fetch (or with ``verify_only`` only check) the published files into ``folder`` (default ``paper_dir()``).
 
-    Raises one UserError naming every file that is missing or does not match; files that did match stay.
+    Raises one UserError naming every file that is missing or does not match; files that did match stay, files
+    that do not are moved aside to ``NAME.mismatch``. With ``verify_only``, files not in the folder are listed in
+    ``report.not_copied`` (no error, unless none of them is there).
     """
     from tqdm.auto import tqdm
 
@@ -83,20 +138,12 @@ def fetch_published(folder: str | os.PathLike | None = None, *, models=PAPER_MOD
     entries = select(read_manifest(manifest), models, kinds)
     report = FetchReport(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if verify_only:
+        return _verify_only(folder, entries, report, models)
     bad, unreachable = [], []
     for entry in tqdm(entries, desc="published files", unit="file", disable=not progress):
         target = folder / entry.name
-        if target.is_file():
-            problem = mismatch(target, entry)
-            if problem is None:
-                report.verified.append(entry.name)
-                continue
-            target.unlink()
-            if verify_only:
-                bad.append(f"{entry.name} ({problem}; deleted)")
-                continue
-        elif verify_only:
-            unreachable.append(entry.name)
+        if target.is_file() and _check_present(target, entry, report) is None:
             continue
         url = _url(base_url, entry)
         try:
@@ -114,15 +161,7 @@ def fetch_published(folder: str | os.PathLike | None = None, *, models=PAPER_MOD
             report.downloaded.append(entry.name)
     report.tidy = write_tidy_files(folder, models)
     if unreachable or bad:
-        head = f"{len(unreachable)} of {len(entries)} published files missing" if unreachable else ""
-        parts = [head] if head else []
-        if unreachable:
-            where = "not in the folder" if verify_only else f"could not be fetched from {base_url}"
-            parts.append(f"{where}: {', '.join(unreachable[:3])}{' ...' if len(unreachable) > 3 else ''}")
-        if bad:
-            parts.append(f"not matching the manifest: {'; '.join(bad)}")
-        parts.append(f"to work offline, {manual_instructions(folder)}")
-        raise UserError("; ".join(parts))
+        raise UserError(_failure(entries, unreachable, bad, base_url, folder))
     return report
 
 

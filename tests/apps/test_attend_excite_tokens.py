@@ -65,3 +65,13 @@ def test_terminal_asks(tok, monkeypatch, capsys):
 def test_indices_and_words_together_are_refused(tok):
     with pytest.raises(UserError, match="--token_indices and --token_words both name the targets"):
         resolve_targets(tok, "A black cat and a white dog", [3], words=["dog"])
+
+
+def test_a_target_word_past_the_window_says_so(tok):
+    """Issue 20: not "the word is not in the prompt" (it is, but the text encoder never sees it)."""
+    prompt = f"a cat {' '.join(['a'] * 80)} and a dog"
+    assert word_targets(tok, prompt, ["cat"]) == [[2]]
+    with pytest.raises(UserError, match="the target word 'dog' is past the 77-token window of the text encoder"):
+        word_targets(tok, prompt, ["cat", "dog"])
+    with pytest.raises(UserError, match="'bird' is not in the prompt"):
+        word_targets(tok, prompt, ["bird"])

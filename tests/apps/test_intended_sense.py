@@ -116,3 +116,37 @@ def test_same_senses_are_refused_before_clip(tmp_path, capsys):
     assert main([str(folder), "--phrases", str(phrases), "--scorer", "no_such_module:nothing"]) == 2
     err = capsys.readouterr().err
     assert f"{phrases} line 3 (prompt 'A rose vase'): the desired and the undesired sense are the same" in err
+
+
+class TieScorer:
+    """Dark images are as close to both phrases (a tie); bright ones closer to the desired phrase."""
+
+    def score(self, images, texts):
+        return np.array([0.3 if np.asarray(i).mean() < 128 else (0.4 if t == SENSES.desired else 0.2)
+                         for i, t in zip(images, texts)])
+
+
+def test_ties_are_not_intended_and_counted_apart(tmp_path, monkeypatch, capsys):
+    folder = make_folder(tmp_path)
+    for method, dark in (("standard_sd", (1, 2, 3)), ("sd-hrv", (4,))):
+        for seed in dark:
+            Image.new("RGB", (32, 32)).save(folder / method / f"{seed}.png")
+        for seed in {1, 2, 3, 4} - set(dark):
+            Image.new("RGB", (32, 32), (255, 255, 255)).save(folder / method / f"{seed}.png")
+    summary, per_image = measure(TieScorer(), [folder], lambda prompt: SENSES)
+    standard, adjusted = summary
+    assert (standard["intended_rate"], standard["n_ties"], standard["tie_rate"]) == (0.25, 3, 0.75)
+    assert (adjusted["intended_rate"], adjusted["n_ties"], adjusted["tie_rate"]) == (0.75, 1, 0.25)
+    assert [r["tie"] for r in per_image if r["method"] == "standard"] == [True, True, True, False]
+    assert not any(r["intended"] for r in per_image if r["tie"])
+    (tmp_path / "tie_scorer_module.py").write_text(f"import sys\nTieScorer = sys.modules[{__name__!r}].TieScorer\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "sense.csv"
+    assert main([str(folder), "--desired_text", SENSES.desired, "--undesired_text", SENSES.undesired, "--out",
+                 str(out), "--scorer", "tie_scorer_module:TieScorer"]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "standard intended 25.0% of 4, ties 3 (75.0%)" in printed and "note: 4 of 8 images tie" in printed
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["n_ties"], r["tie_rate"]) for r in rows] == [("3", "0.750000"), ("1", "0.250000")]
+    sys.modules.pop("tie_scorer_module", None)

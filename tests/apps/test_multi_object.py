@@ -177,3 +177,44 @@ def test_scores_cli_with_a_tiny_clip(tmp_path):
     assert per_image["min_object"][0] == pytest.approx(min(cosines[1:]), abs=1e-5)
     summary = pd.read_csv(tmp_path / "multi_object_scores_animals.csv")
     assert summary["images"].tolist() == [2]
+
+
+def test_a_relative_output_path_scores(tmp_path, monkeypatch):
+    """The benchmark's default output path is relative: its images are scored (issue 20)."""
+    prompts = load_prompt_set("animals")[:2]
+    make_images(tmp_path / "applications" / "outs", prompts, methods=("hrv",), seeds=(0,))
+    monkeypatch.chdir(tmp_path)
+    per_image, missing = score_images("applications/outs", "animals", prompts, ["hrv"], TextLengthScorer())
+    assert len(per_image) == 2 and missing == []
+    assert (tmp_path / "applications" / "outs" / per_image["path"][0]).is_file()
+    assert not Path(per_image["path"][0]).is_absolute()
+
+
+def test_seeds_never_generated_are_one_error_naming_the_first_and_the_command(tmp_path, monkeypatch, capsys):
+    from hrv_diffusion.apps.multi_object import missing_images
+    from hrv_diffusion.cli.multi_object_scores import main as scores_main
+
+    prompts = load_prompt_set("animals")[:2]
+    make_images(tmp_path / "outs", prompts, methods=("hrv", "sd"), seeds=(0,))
+    monkeypatch.chdir(tmp_path)
+    missing = missing_images("outs", "animals", prompts, ["hrv", "sd"], [0, 99])
+    assert [p.name for p in missing] == ["99.png"] * 4 and all(p.is_absolute() for p in missing)
+    (tmp_path / "prompts.txt").write_text("\n".join(p.prompt for p in prompts) + "\n")
+    code = scores_main(["--prompt_set", "prompts.txt", "--experiment_num", "animals", "--output_path", "outs",
+                        "--methods", "hrv", "sd", "--seeds", "0", "99", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "4 of the 8 images of --seeds 0 99 are missing" in err and f"(first: {missing[0]})" in err
+    assert ("python applications/multi_object_benchmark.py --prompt_set prompts.txt --methods hrv sd --seeds 0 99 "
+            "--output_path outs --experiment_num animals") in err
+
+
+def test_an_unreadable_image_is_one_error_naming_it(tmp_path):
+    from hrv_diffusion.errors import UserError
+
+    prompts = load_prompt_set("animals")[:1]
+    make_images(tmp_path, prompts, methods=("hrv",), seeds=(0,))
+    path = next(tmp_path.rglob("0.png"))
+    path.write_bytes(path.read_bytes()[:60])  # truncated, as by an interrupted copy
+    with pytest.raises(UserError, match=rf"cannot read the image {path} .*delete it and rerun multi_object_bench"):
+        score_images(tmp_path, "animals", prompts, ["hrv"], TextLengthScorer())

@@ -467,3 +467,21 @@ def test_controller_sees_no_row_outside_its_windows(pipes):
         probs = torch.rand(2, layer.heads, queries, 77 if layer.is_cross else queries)
         edited = p2p.edit_probs(layer, UNetCall(0, latent=layer.default_latent), probs.clone())
         assert torch.equal(edited[0], probs[0]) and torch.equal(edited[1], probs[0]), layer.module_name
+
+
+def test_edited_words_past_the_text_encoders_window_are_refused():
+    """Issue 20: a swap past token 77 gave the P2P baseline silently; every edited word is now checked."""
+    from hrv_diffusion.core.tokenizer import clip_tokenizer
+
+    tok, long = clip_tokenizer(), " ".join(["a"] * 80)
+    check_edit(tok, f"a blue car {long}", Edit(f"a red car {long}", P2P_HRV, "red"))  # inside the window: fine
+    with pytest.raises(UserError, match="the swapped word 'blue' is past the 77-token window"):
+        check_edit(tok, f"a car {long} blue", Edit(f"a car {long} red", P2P))
+    with pytest.raises(UserError, match="--target_token 'red' is past the 77-token window"):
+        check_edit(tok, f"a car {long} blue", Edit(f"a car {long} red", P2P_HRV, "red"))
+    refine = EditSpec("refine", edit="refine", cross_replace_steps=0.8, self_replace_steps=0.4)
+    with pytest.raises(UserError, match="the added word 'sports' is past the 77-token window"):
+        check_edit(tok, f"a car {long}", Edit(f"a car {long} sports", refine))
+    reweight = EditSpec("reweight", cross_replace_steps=1.0, self_replace_steps=0.4, reweight=(("car", 3.0),))
+    with pytest.raises(UserError, match="the reweighted word 'car' is past"):
+        check_edit(tok, f"a blue {long} car", Edit(f"a red {long} car", reweight))

@@ -272,3 +272,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no folder" in capsys.readouterr().err
     assert scores_main(["--output_path", str(root), "--experiment_num", "12"]) == 2
     assert "no experiment 12" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_architecture_names_the_flag(tmp_path):
+    """open_clip's ``AssertionError: text pos_embed width changed!`` becomes a UserError naming the checkpoint and
+    --clip_model (issue 20); a small architecture keeps the test fast."""
+    from hrv_diffusion.errors import UserError
+
+    checkpoint = tmp_path / "other.pt"
+    torch.save({"positional_embedding": torch.zeros(77, 8)}, checkpoint)  # a text width no ViT-S-32 has
+    with pytest.raises(UserError, match=rf"checkpoint {checkpoint} does not fit the architecture --clip_model "
+                                        r"ViT-S-32 \(text pos_embed width changed!\): pass the architecture"):
+        ClipScorer("ViT-S-32", pretrained=str(checkpoint), device="cpu")

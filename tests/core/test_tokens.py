@@ -68,3 +68,24 @@ def test_refinement_mapper_added_word(tok):
 def test_refinement_mapper_identical_prompts(tok):
     mapper, alphas = refinement_mapper(tok, "a photo of a cat", "a photo of a cat")
     assert mapper.tolist() == list(range(77)) and (alphas == 1).all()
+
+
+def test_words_past_the_text_encoders_window_are_one_error(tok):
+    """Issue 20: a word past the 77-token window is an error saying so, not "not in the prompt" or a no-op."""
+    from hrv_diffusion.core.tokens import word_positions_in_window
+    from hrv_diffusion.errors import UserError
+
+    filler = " ".join(["a"] * 80)  # one token each
+    prompt = f"a red car {filler} zebra"
+    assert word_positions_in_window(tok, prompt, "red") == [2]
+    assert word_positions_in_window(tok, prompt, "giraffe") == []  # absent: the caller says so
+    assert word_token_positions(tok, prompt, "zebra") == [84]  # the tokenizer finds it, past the window
+    with pytest.raises(UserError, match=r"--target_token 'zebra' is past the 77-token window of the text encoder: "
+                                        r"the prompt .* has 86 tokens .* shorten the prompt"):
+        word_positions_in_window(tok, prompt, "zebra", "--target_token")
+    with pytest.raises(UserError, match="the word 'zebra' is past"):  # a word index names its word
+        word_positions_in_window(tok, prompt, len(prompt.split(" ")) - 1)
+    edge = " ".join(["a"] * 74)  # the 75th word token is the last the encoder sees (76 is the end token)
+    assert word_positions_in_window(tok, f"{edge} zebra", "zebra") == [75]
+    with pytest.raises(UserError):
+        word_positions_in_window(tok, f"{edge} a zebra", "zebra")  # position 76: the end token's place

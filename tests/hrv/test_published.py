@@ -151,16 +151,65 @@ def test_a_file_the_server_lacks_is_named(repo):
         fetch(repo)
 
 
-def test_verify_only_needs_no_network_and_deletes_bad_files(repo):
+def test_verify_only_needs_no_network_and_moves_bad_files_aside(repo):
     repo["cache"].mkdir()
     for name, data in repo["contents"].items():
         (repo["cache"] / name).write_bytes(data)
     report = fetch(repo, base_url="http://127.0.0.1:9", verify_only=True)
-    assert len(report.verified) == 3 and report.downloaded == []
-    (repo["cache"] / ROLES).write_bytes(b"x")
-    with pytest.raises(UserError, match=f"{ROLES}.*deleted"):
+    assert len(report.verified) == 3 and report.downloaded == [] and report.not_copied == []
+    (repo["cache"] / ROLES).write_bytes(b"x")  # a hand-copied file that is not the published one
+    with pytest.raises(UserError, match=f"{ROLES} .*moved aside to {ROLES}.mismatch.*copy them again"):
         fetch(repo, verify_only=True)
-    assert not (repo["cache"] / ROLES).exists()
+    assert not (repo["cache"] / ROLES).exists() and (repo["cache"] / f"{ROLES}.mismatch").read_bytes() == b"x"
+
+
+def test_verify_only_checks_what_was_copied_and_lists_the_rest(repo):
+    """The offline advice: copy category_vectors_* and head_index_* only, then --verify_only (issue 20)."""
+    repo["cache"].mkdir()
+    for name in (CV, HI):
+        (repo["cache"] / name).write_bytes(repo["contents"][name])
+    report = fetch(repo, base_url="http://127.0.0.1:9", verify_only=True)
+    assert sorted(report.verified) == sorted([CV, HI]) and report.not_copied == [ROLES]
+    assert [p.name for p in report.tidy] == ["hrv_merged_340_final_text_descriptions_sd_v1_4.csv"]
+    (repo["cache"] / CV).unlink()
+    (repo["cache"] / HI).unlink()
+    with pytest.raises(UserError, match=rf"none of the 3 published files asked for is in {repo['cache']}"):
+        fetch(repo, verify_only=True)
+
+
+def test_the_offline_advice_works_as_written(tmp_path, monkeypatch, capsys):
+    """Run the command that the advice names, after doing what it says, with the shipped manifest."""
+    import re
+    import shlex
+
+    from hrv_diffusion.hrv.paper import manual_instructions
+
+    folder = SHARED_REFERENCE / "final_result"
+    if not all((folder / p.name).is_file() for p in paper_files("sd_v1_4")):
+        pytest.skip(f"published reference data not found at {folder}")
+    for cache in (None, tmp_path / "mine"):  # the default cache, and a --cache_dir
+        monkeypatch.setenv("HRV_DIFFUSION_CACHE", str(tmp_path / "c"))
+        target = cache or paper_dir()
+        advice = manual_instructions(target)
+        assert "category_vectors_* and head_index_*" in advice and str(target) in advice
+        target.mkdir(parents=True)
+        for path in paper_files("sd_v1_4"):
+            shutil.copy(folder / path.name, target / path.name)
+        command = shlex.split(re.search(r"`([^`]*)`", advice).group(1))
+        assert command[0] == "hrv-published" and published_main([*command[1:], "--quiet"]) == 0
+        out = capsys.readouterr().out
+        entries = select(read_manifest(MANIFEST))
+        assert f"2 verified in {target}" in out and f"{len(entries) - 2} not copied" in out
+        assert (target / "hrv_merged_340_final_text_descriptions_sd_v1_4.csv").is_file()
+
+
+def test_a_cache_folder_that_is_a_file_is_one_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / "c").write_text("a file")
+    monkeypatch.setenv("HRV_DIFFUSION_CACHE", str(tmp_path / "c"))
+    assert published_main(["--verify_only", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"is inside {tmp_path / 'c'}, which is a file: pick another path" in err
+    assert "$HRV_DIFFUSION_CACHE" in err
 
 
 def test_offline_with_nothing_cached_is_one_clear_error(repo, tmp_path, monkeypatch, capsys):
@@ -210,8 +259,9 @@ def test_shared_reference_files_match_the_shipped_manifest(tmp_path, monkeypatch
     entries = {e.name: e for e in read_manifest(MANIFEST)}
     present = [p.name for p in cache.iterdir()]
     assert present and all(name in entries for name in present)
-    with pytest.raises(UserError, match="missing"):  # the shared copy holds a subset; what is there must verify
-        fetch_published(cache, verify_only=True, progress=False)
+    report = fetch_published(cache, verify_only=True, progress=False)  # the shared copy holds a subset
+    assert sorted(report.verified) == sorted(n for n in present if n in {e.name for e in select(entries.values())})
+    assert report.not_copied and report.moved_aside == []
     assert sorted(p.name for p in cache.iterdir() if not p.name.startswith("hrv_")) == sorted(present)  # none deleted
     monkeypatch.setenv("HRV_DIFFUSION_CACHE", str(tmp_path / "c"))
     paper_dir().mkdir(parents=True)
