@@ -1,6 +1,7 @@
 """Every application writes, on the toy model at its default size, the same PNG files, byte for byte, as the code of
-commit c45f000 did (the labelled figures drawn from them are pinned by name only): tests/fixtures/app_images.json, written by tests/fixtures/record_app_images.py, whose command
-table (``APPS``: small settings, several batches where a command has ``--batch_size``) this test reruns."""
+commit c45f000 did (the labelled figures drawn from them are pinned by name only): tests/fixtures/app_images.json,
+written by tests/fixtures/record_app_images.py, whose command table (``APPS``: small settings, several batches where
+a command has ``--batch_size``) this test reruns."""
 from __future__ import annotations
 
 import importlib.util
