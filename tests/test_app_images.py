@@ -1,6 +1,7 @@
 """Every application writes, on the toy model at its default size, the same PNG files, byte for byte, as the code of
-commit c45f000 did: tests/fixtures/app_images.json, written by tests/fixtures/record_app_images.py, whose command
-table (``APPS``: small settings, several batches where a command has ``--batch_size``) this test reruns."""
+commit c45f000 did (the labelled figures drawn from them are pinned by name only): tests/fixtures/app_images.json,
+written by tests/fixtures/record_app_images.py, whose command table (``APPS``: small settings, several batches where
+a command has ``--batch_size``) this test reruns."""
 from __future__ import annotations
 
 import importlib.util
@@ -43,8 +44,9 @@ def test_images_equal_the_record(app, tmp_path):
     out = tmp_path / app.name
     done = recorder.run_app(app, out)
     assert done.returncode == 0, done.stderr
-    hashes = recorder.png_hashes(out)
+    hashes = recorder.png_hashes(out, figures=False)
     assert sorted(hashes) == sorted(expected["images"]), "other PNG files than recorded"
+    assert recorder.figure_paths(out) == expected["figures"], "other figures than recorded"
     assert len(hashes) == expected["count"]
     changed = sorted(path for path, digest in hashes.items() if digest != expected["images"][path])
     assert not changed, f"{len(changed)} of {len(hashes)} images differ from the record: {changed}"

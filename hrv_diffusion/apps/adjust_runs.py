@@ -1,10 +1,10 @@
 """SD-HRV runs: the published folder layout of the standard and adjusted images, the settings they are made with,
-the seeds still to make, and the side-by-side picture.
+the seeds still to make, and the side-by-side figure (rows and columns labelled, small images enlarged).
 
     {root}/prompt_{NN}_{prompt, spaces -> _}/manifest.json            the folder's ``AdjustSettings``
     {root}/prompt_{NN}_{prompt, spaces -> _}/standard_sd/{seed}.png   (SDXL: sdxl_prompt_.../standard_sdxl)
     {root}/prompt_{NN}_{prompt, spaces -> _}/sd-hrv/{seed}.png        (SDXL: .../sdxl-hrv)
-    {root}/prompt_{NN}_{prompt, spaces -> _}/side_by_side.png         (top: standard, bottom: adjusted)
+    {root}/prompt_{NN}_{prompt, spaces -> _}/side_by_side.png         (top: standard, bottom: adjusted; labelled)
 
 A seed is one plan item of two batch rows (its standard and its adjusted image, from the same starting noise);
 ``runs.run_batches`` packs the seeds into calls of at most ``--batch_size`` rows.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hrv_diffusion.apps.adjust import Adjustment, generate_adjusted, side_by_side
+from hrv_diffusion.apps.adjust import Adjustment, generate_adjusted
+from hrv_diffusion.apps.grids import labelled_grid, read_rgb, write_figure
 from hrv_diffusion.apps.runs import OutputTree
-from hrv_diffusion.io import write_png
 
 GRID = "side_by_side.png"
 ROWS_PER_SEED = 2  # the standard and the adjusted image
@@ -99,24 +99,31 @@ def batch_maker(pipe, tree: OutputTree, folders: AdjustFolders, settings: Adjust
     return make_batch
 
 
-def _read(path: Path) -> np.ndarray:
-    from PIL import Image
+def method_labels(adjustment: Adjustment, sdxl: bool) -> list[str]:
+    """The row labels of the side-by-side figure: the standard model, then the adjusted one with its concepts (the
+    desired and undesired ones of 2·d − u, else every weight)."""
+    standard, adjusted = ("standard SDXL", "SDXL-HRV") if sdxl else ("standard SD", "SD-HRV")
+    weights = dict(adjustment.weights)
+    positive = [c for c, w in weights.items() if w == 2.0]
+    negative = [c for c, w in weights.items() if w == -1.0]
+    if len(positive) == 1 and len(positive) + len(negative) == len(weights) <= 2:
+        named = f"desired: {positive[0]}" + (f"\nundesired: {negative[0]}" if negative else "")
+    else:
+        named = "weights: " + ", ".join(f"{c} {w:g}" for c, w in weights.items())
+    return [standard, f"{adjusted}\n{named}"]
 
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
 
-
-def write_side_by_side(folders: AdjustFolders, seeds) -> bool:
-    """Write the side-by-side picture of ``seeds`` (top: standard, bottom: adjusted) unless the one there already
-    has the same pixels; whether it was written."""
+def side_by_side_figure(folders: AdjustFolders, seeds, settings: AdjustSettings) -> np.ndarray:
+    """The labelled side-by-side picture of ``seeds``: top row standard, bottom row adjusted, a column per seed."""
     seeds = list(dict.fromkeys(seeds))
-    rows = [np.stack([_read(folders.images(s)[i]) for s in seeds]) for i in (0, 1)]  # 2 x (n, H, W, 3)
-    grid = side_by_side(rows)
-    if folders.grid.is_file():
-        try:
-            if np.array_equal(_read(folders.grid), grid):
-                return False
-        except OSError:  # an unreadable picture is replaced
-            pass
-    write_png(grid, folders.grid)
-    return True
+    rows = [[read_rgb(folders.images(s)[i]) for s in seeds] for i in (0, 1)]
+    sdxl = folders.standard.name == "standard_sdxl"
+    title = f"{settings.prompt!r}: the word {str(settings.adjustment.word)!r} adjusted"
+    return labelled_grid(rows, row_labels=method_labels(settings.adjustment, sdxl),
+                         column_labels=[f"seed {s}" for s in seeds], title=title).picture
+
+
+def write_side_by_side(folders: AdjustFolders, seeds, settings: AdjustSettings) -> bool:
+    """Write the side-by-side figure of ``seeds`` (top: standard, bottom: adjusted) unless the one there already
+    has the same pixels; whether it was written."""
+    return write_figure(side_by_side_figure(folders, seeds, settings), folders.grid)

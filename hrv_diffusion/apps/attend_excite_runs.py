@@ -2,8 +2,9 @@
 
 Layout (the reference's): ``{output_path}/{mode folder}/exp_{n}/{prompt}/`` holds ``{seed}.png``, ``{seed}.json``
 (the per-evaluation telemetry) and ``manifest.json`` (``folder_manifest``: everything the folder's images depend
-on); ``exp_{n}/{prompt}.png`` is the grid of the folder's seeds. A rerun with the same settings makes only the
-missing seeds; a folder made with other settings is refused (``OutputTree.claim``) unless ``--overwrite``.
+on); ``exp_{n}/{prompt}.png`` is the grid of the folder's seeds (labelled: method, prompt, targets, seeds). A
+rerun with the same settings makes only the missing seeds; a folder made with other settings is refused
+(``OutputTree.claim``) unless ``--overwrite``.
 
     folders = plan_folders(tree, jobs, {"hrv": settings}, experiment_num)
     report = run_plan(pipe, tree, folders, seeds, options, hrv=hrv, batch_size=4)
@@ -29,23 +30,12 @@ from hrv_diffusion.io import write_png
 # Recorded in the manifest but no conflict: a local folder and the hub id of one model give the same images, an
 # HRV's path does not matter (its fingerprint is compared), nor the targets' labels (their positions are).
 IGNORED = ("model_card", "hrv_source", "targets")
+METHOD_NAMES = {"hrv": "A&E-HRV", "standard": "Attend-and-Excite", "sd": "standard SD (no A&E)"}  # grid titles
 
 
 def image_dir(output_path, mode: str, experiment_num, prompt: str) -> Path:
     """``{output_path}/{mode folder}/exp_{n}/{prompt}`` (the reference's layout; the prompt made safe)."""
     return OutputTree(output_path).folder(MODE_FOLDERS[mode], f"exp_{experiment_num}", OutputTree.name(prompt))
-
-
-def grid(images: list[np.ndarray]) -> np.ndarray:
-    """The reference's grid: ceil(sqrt(n)) columns, ceil(n / columns) rows, no gaps, black where empty."""
-    n = len(images)
-    columns = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    h, w, c = images[0].shape
-    canvas = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
-    for i, image in enumerate(images):
-        canvas[(i // columns) * h : (i // columns + 1) * h, (i % columns) * w : (i % columns + 1) * w] = image
-    return canvas
 
 
 @dataclass
@@ -186,7 +176,7 @@ def generate_folders(pipe, folders: list[PromptFolder], seeds, options: RunOptio
             run_batches(folder.todo, seed_batch(pipe, folder, options, hrv), batch_size=batch_size,
                         progress=progress, report=report)
         grid_path = folder.path.parent / f"{folder.path.name}.png"
-        if write_grid(folder.path, seeds, grid_path, changed=bool(folder.todo)):
+        if write_grid(folder, seeds, grid_path, changed=bool(folder.todo)):
             report.written += 1
     return report
 
@@ -195,34 +185,39 @@ def _seed_images(folder: Path, seeds) -> list[Path]:
     return [Path(folder) / f"{s}.png" for s in seeds if (Path(folder) / f"{s}.png").is_file()]
 
 
-def _grid_is_current(path: Path, files: list[Path]) -> bool:
-    """Whether the grid at ``path`` has the size of the grid of ``files`` (its images unchanged otherwise)."""
-    from PIL import Image
+def grid_title(folder: PromptFolder) -> str:
+    """What a grid shows: the method, the prompt and (A&E) its targets, with their concepts for A&E-HRV."""
+    job, mode = folder.job, folder.settings.mode
+    title = f"{METHOD_NAMES[mode]}: {job.prompt!r}"
+    if mode == "sd":
+        return title
+    targets = [f"{label} ({concept})" if mode == "hrv" else str(label)
+               for label, concept in zip(job.labels, job.concepts or [None] * len(job.labels))]
+    return f"{title}\ntargets: {', '.join(targets)}"
 
-    if not path.is_file():
+
+def labelled_seed_grid(files: list[Path], title: str) -> np.ndarray:
+    """The labelled grid of seed images ``files`` (``{seed}.png``): ceil(sqrt(n)) columns as the reference's grid,
+    each image enlarged and captioned with its seed, ``title`` on top."""
+    from hrv_diffusion.apps.grids import labelled_grid, read_rgb
+
+    columns = math.ceil(math.sqrt(len(files)))
+    cells = [read_rgb(f) for f in files]
+    rows = [cells[i : i + columns] for i in range(0, len(cells), columns)]
+    captions = [[f"seed {f.stem}" for f in files[i : i + columns]] for i in range(0, len(files), columns)]
+    return labelled_grid(rows, cell_labels=captions, title=title).picture
+
+
+def write_grid(folder: PromptFolder, seeds, path, changed: bool = True) -> bool:
+    """Write the labelled grid of the seeds' images that exist (``exp_{n}/{prompt}.png``, where the reference's is);
+    when ``changed`` is False (no new image in the folder), only if the grid there has other pixels (missing, other
+    seeds). Returns whether it was written."""
+    from hrv_diffusion.apps.grids import write_figure
+
+    files = _seed_images(folder.path, seeds)
+    if not files:
         return False
-    with Image.open(files[0]) as first, Image.open(path) as old:
-        columns = math.ceil(math.sqrt(len(files)))
-        rows = math.ceil(len(files) / columns)
-        return old.size == (first.width * columns, first.height * rows)
-
-
-def write_grid(folder, seeds, path, changed: bool = True) -> bool:
-    """Write the grid of the seeds' images that exist (``exp_{n}/{prompt}.png``, as the reference's); when
-    ``changed`` is False (no new image in ``folder``), only if the grid is missing or of another seed count.
-    Returns whether it was written."""
-    from PIL import Image
-
-    files = _seed_images(folder, seeds)
-    path = Path(path)
-    if not files or (not changed and _grid_is_current(path, files)):
-        return False
-    images = []
-    for f in files:
-        with Image.open(f) as image:
-            images.append(np.asarray(image.convert("RGB")))
-    write_png(grid(images), path)
-    return True
+    return write_figure(labelled_seed_grid(files, grid_title(folder)), path, force=changed)
 
 
 def run_plan(pipe, tree: OutputTree, folders: list[PromptFolder], seeds, options: RunOptions, *, hrv=None,

@@ -3,6 +3,8 @@
     {output}/exp_{N}/source/{source prompt}/{seed}.png                       the plain source image
     {output}/exp_{N}/{method}/{source prompt}_to_{target prompt}/{seed}.png  method: original_p2p, Color_0.9, ...
     {output}/exp_{N}/masks/{source prompt}_to_{target prompt}/{seed}.png     the swapped words' region (optional)
+    {output}/exp_{N}/comparison/{source prompt}_to_{target prompt}.png       labelled figure: a row per seed, a
+                                                                             column per source / method (hrv-p2p)
 
 The output side is the run harness's (``apps/runs.py``): folder names made safe (the paper's prompts keep theirs),
 each folder claimed with a ``manifest.json`` saying what its images were made with (model, dtype, steps, the
@@ -22,11 +24,12 @@ from hrv_diffusion.apps.p2p import Edit, EditSpec, Group, generate_edits
 from hrv_diffusion.apps.runs import MANIFEST, OutputTree, RunReport, run_batches
 from hrv_diffusion.errors import UserError
 
-__all__ = ["MANIFEST", "SOURCE_FOLDER", "MASK_FOLDER", "RESERVED", "method_folder", "pair_folder", "Pair",
-           "RunSettings", "EditLayout", "PlannedGroup", "unique_sources", "plan_groups", "run_edits"]
+__all__ = ["MANIFEST", "SOURCE_FOLDER", "MASK_FOLDER", "COMPARISON_FOLDER", "RESERVED", "method_folder",
+           "pair_folder", "Pair", "RunSettings", "EditLayout", "PlannedGroup", "unique_sources", "plan_groups",
+           "run_edits", "write_comparison"]
 
-SOURCE_FOLDER, MASK_FOLDER = "source", "masks"
-RESERVED = (SOURCE_FOLDER, MASK_FOLDER)
+SOURCE_FOLDER, MASK_FOLDER, COMPARISON_FOLDER = "source", "masks", "comparison"
+RESERVED = (SOURCE_FOLDER, MASK_FOLDER, COMPARISON_FOLDER)
 RETRY_HINT = "use another --experiment_num or --output_path"
 
 
@@ -96,6 +99,9 @@ class EditLayout:
         if spec.name in RESERVED:
             raise UserError(f"a method cannot be named {spec.name!r}: that folder holds the {spec.name} images")
         return self.tree.folder(self._exp, self.tree.name(spec.name), pair_folder(source, target))
+
+    def comparison_path(self, source: str, target: str) -> Path:
+        return self.tree.folder(self._exp, COMPARISON_FOLDER) / f"{pair_folder(source, target)}.png"
 
     def mask_dir(self, source: str, target: str) -> Path:
         return self.tree.folder(self._exp, MASK_FOLDER, pair_folder(source, target))
@@ -241,3 +247,33 @@ def run_edits(pipe, pairs: list[Pair], seeds, layout: EditLayout, *, hrv=None, b
         return batch_files(out, batch, counts)
 
     return run_batches(planned, make_batch, batch_size=batch_size, rows=lambda plan: plan.rows, report=report)
+
+
+# ------------------------------------------------------------------------------------------------ figure
+
+def method_label(spec: EditSpec) -> str:
+    """A comparison column's label: what the method is, then its folder (which names its strength)."""
+    kinds = {"none": "P2P", "hrv": f"P2P-HRV ({spec.concept})", "all_heads": "P2P, all heads restored",
+             "head_list": f"P2P, heads of {spec.concept}"}
+    return f"{kinds.get(spec.restoration, spec.name)}\n{spec.name}"
+
+
+def write_comparison(layout: EditLayout, pair: Pair, seeds, force: bool = False) -> bool:
+    """Write ``exp_{N}/comparison/{source}_to_{target}.png``: a row per seed, columns the source image, then each
+    method of ``pair`` (P2P, P2P-HRV per concept and strength), labelled and enlarged; an image that is missing
+    leaves its cell grey. Written when ``force`` (images were made) or when the picture there differs (missing,
+    other seeds); whether it was written (``layout.comparison_path`` says where)."""
+    from hrv_diffusion.apps.grids import labelled_grid, read_rgb, write_figure
+
+    seeds = list(dict.fromkeys(seeds))
+    folders = [layout.source_dir(pair.source_prompt)]
+    folders += [layout.edit_dir(spec, pair.source_prompt, pair.target_prompt) for spec in pair.specs]
+    rows = [[read_rgb(f / f"{s}.png") if (f / f"{s}.png").is_file() else None for f in folders] for s in seeds]
+    if all(image is None for row in rows for image in row):
+        return False
+    columns = ["source image"] + [method_label(spec) for spec in pair.specs]
+    title = f"{pair.source_prompt!r} -> {pair.target_prompt!r}"
+    if pair.target_token:
+        title += f" (P2P-HRV restores the word {pair.target_token!r})"
+    grid = labelled_grid(rows, row_labels=[f"seed {s}" for s in seeds], column_labels=columns, title=title)
+    return write_figure(grid.picture, layout.comparison_path(pair.source_prompt, pair.target_prompt), force=force)

@@ -10,16 +10,37 @@ from hrv_diffusion.apps.weakening_experiments import Experiment
 COLORS = {"top": "#FE7773", "bottom": "#5580A0"}  # MoRHF, LeRHF (the paper's)
 LABELS = {"top": "MoRHF", "bottom": "LeRHF"}
 XLABEL = "The Number of Weakened Head Positions"  # the reference wrote "Weakend"
+MIN_SPAN, MIN_RELATIVE_SPAN = 0.01, 0.05  # the y axis spans at least max(0.01, 5% of the largest |score|)
+
+
+def y_limits(values, min_span: float | None = None) -> tuple[float, float]:
+    """The y range of a curve plot: the data's range plus a 10% margin, widened around its middle to at least
+    ``min_span`` (default: max(MIN_SPAN, MIN_RELATIVE_SPAN x the largest |value|)), so that a difference of 1e-4
+    between scores is drawn as the flat line it is, not as a dip that fills the axis."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if min_span is None:
+        min_span = max(MIN_SPAN, MIN_RELATIVE_SPAN * float(np.abs(values).max()))
+    span = max((high - low) * 1.2, min_span)
+    middle = (low + high) / 2
+    return middle - span / 2, middle + span / 2
 
 
 def plot_weakening_curves(summary, concept: str, path_png, path_pdf=None, drop_k: Sequence[int] = (1,), *,
-                          ylabel: str = "CLIP Score", xlabel: str = XLABEL, dpi: int = 150) -> list[Path]:
+                          ylabel: str = "CLIP Score", xlabel: str = XLABEL, dpi: int = 150,
+                          min_span: float | None = None) -> list[Path]:
     """Plot score vs k for MoRHF (top) and LeRHF (bottom); save a PNG and a PDF; return the paths written.
 
     ``summary``: a summary frame (``scoring.score_experiment``/``read_scores_csv``) or a mapping
     ``{"top_11": 0.17, ...}``. ``drop_k``: k values left out (the paper drops k = 1; for SDXL also 11).
     ``path_pdf``: default ``path_png`` with the suffix ``.pdf``; pass ``False`` to write no PDF.
-    The y axis is the raw mean score (no normalization), as in the paper.
+    The y axis is the raw mean score (no normalization), as in the paper; it spans at least ``min_span``
+    (``y_limits``), so scores that differ by 1e-4 are drawn flat.
+
+    Caption: the curves mean something only for a trained model with its HRV (SD v1.4, SDXL, the toy); the tiny
+    random-weight models (tiny-sd, tiny-sdxl) exercise the code, and their curves are meaningless.
     """
     import matplotlib
 
@@ -41,6 +62,7 @@ def plot_weakening_curves(summary, concept: str, path_png, path_pdf=None, drop_k
         ks.update(rows["k"])
         ax.plot(rows["k"], rows["value"], marker="o", color=COLORS[order], label=LABELS[order])
     ax.set_xticks(sorted(ks))
+    ax.set_ylim(*y_limits(frame["value"], min_span))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(concept)

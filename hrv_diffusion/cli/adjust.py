@@ -8,7 +8,7 @@ same starting noise, generated in one batch (--batch_size rows per call), and ar
 
     {output_path}/prompt_{NN}_{prompt, spaces -> _}/standard_sd/{seed}.png       (SDXL: sdxl_prompt_.../standard_sdxl)
     {output_path}/prompt_{NN}_{prompt, spaces -> _}/sd-hrv/{seed}.png            (SDXL: .../sdxl-hrv)
-    {output_path}/prompt_{NN}_{prompt, spaces -> _}/side_by_side.png             (top: standard, bottom: adjusted)
+    {output_path}/prompt_{NN}_{prompt, spaces -> _}/side_by_side.png   (labelled: top standard, bottom adjusted)
 
 manifest.json records the settings. A rerun makes only the missing images; a folder made with other settings is
 refused unless --overwrite (which regenerates its images). See docs/adjust.md.
@@ -156,7 +156,7 @@ def run(args) -> int:
     finally:
         bar.close()
     report.root, report.present = folders.root, ROWS_PER_SEED * len(dict.fromkeys(args.seeds)) - report.written
-    grid = "written" if write_side_by_side(folders, args.seeds) else "unchanged"
+    grid = "written" if write_side_by_side(folders, args.seeds, settings) else "unchanged"
     print(f"{report.line()}; side by side ({grid}): {folders.grid}")
     return 0
 

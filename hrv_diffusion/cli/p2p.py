@@ -6,6 +6,7 @@ shared by the P2P baseline (--save_original_p2p) and P2P-HRV for every --concept
     {output_path}/exp_{N}/source/{source}/{seed}.png
     {output_path}/exp_{N}/original_p2p/{source}_to_{target}/{seed}.png
     {output_path}/exp_{N}/{concept}_{self_replace_steps}/{source}_to_{target}/{seed}.png
+    {output_path}/exp_{N}/comparison/{source}_to_{target}.png   (labelled: a row per seed, source and each method)
 
 P2P-HRV: during the cross window the target prompt attends like the source (word-swap mapper), except the
 --target_token columns, which keep the target's own attention times the head's HRV value for the concept. Existing
@@ -60,7 +61,7 @@ def checked_specs(args) -> list:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from hrv_diffusion.apps.p2p_runs import EditLayout, Pair, run_edits
+    from hrv_diffusion.apps.p2p_runs import EditLayout, Pair, run_edits, write_comparison
     from hrv_diffusion.cli.common import check_output_dir, interrupted, sigterm_as_interrupt
     from hrv_diffusion.cli.context import RunContext
     from hrv_diffusion.cli.p2p_flags import compile_skip, method_specs, run_settings
@@ -90,8 +91,10 @@ def run(args) -> int:
     finally:
         bar.close()
     done = report.details
+    state = "written" if write_comparison(exp, pair, args.seeds, force=report.written > 0) else "unchanged"
     print(f"{done['edits']} edited and {done['sources']} source images written "
-          f"({', '.join(s.name for s in specs)}); {report.line()}")
+          f"({', '.join(s.name for s in specs)}); {report.line()}; "
+          f"comparison ({state}): {exp.comparison_path(*args.prompts)}")
     return 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figures import only, read
 from PIL import Image
 
 from hrv_diffusion.cli.attend_excite import main as ae_main
@@ -137,10 +138,11 @@ def test_seeds_are_packed_into_even_batches_and_an_interrupt_keeps_the_finished_
     monkeypatch.setattr(runs, "generate_attend_excite", real)
     assert ae_main(argv) == 0
     assert "3 images generated (7 files written), 2 already present" in capsys.readouterr().out
-    grid = np.asarray(Image.open(folder.parent / f"{PROMPT}.png"))
-    seed_5 = np.asarray(Image.open(folder / "5.png"))
-    h, w, _ = seed_5.shape
-    assert grid.shape == (2 * h, 3 * w, 3) and np.array_equal(grid[h:, w : 2 * w], seed_5)  # 3 columns, 5th cell
+    grid = read(folder.parent / f"{PROMPT}.png")
+    places = [only(grid, read(folder / f"{seed}.png")) for seed in (1, 2, 3, 4, 5)]  # each seed, enlarged
+    tops, lefts = sorted({y for y, _ in places}), sorted({x for _, x in places})
+    assert len(tops) == 2 and len(lefts) == 3  # the reference's arrangement: 3 columns, 2 rows
+    assert places[4] == (tops[1], lefts[1])  # the 5th seed: second row, second column
 
 
 @pytest.mark.parametrize("mode", ["hrv", "standard", "sd"])

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from figures import only, read
 from PIL import Image
 
 from hrv_diffusion.apps.attend_excite import AttendExciteSettings, Targets, generate_attend_excite
@@ -75,7 +76,9 @@ def test_one_prompt_cli_writes_images_telemetry_and_grid_and_resumes(tmp_path, c
             assert first["threshold_met"] == met and (met or first["refinement_iterations"] == 2)
     assert any(refined)
     assert record["settings"]["attention_res"] == 2 and record["settings"]["token_slice"] == "1:77"  # toy: 16/8
-    assert Image.open(folder.parent / "a red circle and a blue square.png").size == (64, 32)
+    grid = read(folder.parent / "a red circle and a blue square.png")  # the labelled grid: seeds 1, 2 in a row
+    (y1, x1), (y2, x2) = only(grid, read(folder / "1.png")), only(grid, read(folder / "2.png"))
+    assert y1 == y2 and x1 < x2
     assert ae_main(argv) == 0
     assert "0 images generated (0 files written), 2 already present" in capsys.readouterr().out
     # standard A&E with the diffusers anchor; plain SD

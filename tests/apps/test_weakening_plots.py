@@ -12,7 +12,7 @@ from PIL import Image
 from hrv_diffusion.cli.weakening_plots import main as plots_main, plot_name
 from hrv_diffusion.apps.weakening_experiments import experiment
 from hrv_diffusion.apps.weakening_scores import write_scores_csv
-from hrv_diffusion.apps.weakening_plots import XLABEL, image_grid, plot_weakening_curves
+from hrv_diffusion.apps.weakening_plots import XLABEL, image_grid, plot_weakening_curves, y_limits
 
 REPO = Path(__file__).resolve().parents[2]
 K_LIST = [0, 1, 11, 21, 128]
@@ -103,3 +103,13 @@ def test_thin_script_from_another_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "p" / "plot_wo_category_Color.png").is_file()
     assert not (tmp_path / "p" / "plot_wo_category_Color.pdf").exists()
+
+
+def test_y_range_keeps_a_tiny_difference_flat():
+    low, high = y_limits([0.2000, 0.2001, 0.2000])  # what a random-weight model gives: no effect of k
+    assert high - low >= 0.01 and low < 0.2000 and 0.2001 < high  # 1e-4 is 1% of the axis or less
+    assert abs((low + high) / 2 - 0.20005) < 1e-9  # centred on the data
+    low, high = y_limits([0.30, 0.20, 0.25])  # a real effect: the data's range with a margin
+    assert low < 0.20 and 0.30 < high and high - low < 0.2
+    assert y_limits([100.0, 100.5]) == pytest.approx((100.25 - 2.5125, 100.25 + 2.5125))  # span: 5% of 100.5
+    assert y_limits([1.0, 1.0], min_span=2.0) == (0.0, 2.0)

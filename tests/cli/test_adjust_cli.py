@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figures import locate, only
 from PIL import Image
 
 from hrv_diffusion.apps.adjust import Adjustment, generate_adjusted
@@ -69,10 +70,12 @@ def test_published_layout_grid_and_the_api(tmp_path, hrvs, capsys):
     for i, seed in enumerate([1, 2, 3]):
         assert np.abs(read(root / "sd-hrv" / f"{seed}.png").astype(int) - out.adjusted[i]).max() <= 1
         assert np.abs(read(root / "standard_sd" / f"{seed}.png").astype(int) - out.standard[i]).max() <= 1
-    grid = read(root / "side_by_side.png")
-    assert grid.shape == (2 * 32 + 2, 3 * 32 + 2 * 2, 3)  # top standard, bottom adjusted
-    assert np.array_equal(grid[:32, :32], read(root / "standard_sd/1.png"))
-    assert np.array_equal(grid[34:, 68:], read(root / "sd-hrv/3.png"))
+    grid = read(root / "side_by_side.png")  # top standard, bottom adjusted, seeds left to right (enlarged)
+    places = {(kind, seed): only(grid, read(root / kind / f"{seed}.png")) for kind in ("standard_sd", "sd-hrv")
+              for seed in (1, 2, 3)}
+    assert places["standard_sd", 1][0] == places["standard_sd", 3][0] < places["sd-hrv", 1][0]
+    assert places["standard_sd", 1][1] == places["sd-hrv", 1][1] < places["sd-hrv", 2][1] < places["sd-hrv", 3][1]
+    assert grid.shape[0] > 2 * 192 and grid.shape[1] > 3 * 192  # readable: each 32-pixel image 192 pixels or more
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["adjustment"]["weights"] == {"Color": 2.0, "Plants": -1.0}
     assert manifest["adjustment"]["clamp"] is None  # SD v1.x: no clamp
@@ -120,7 +123,8 @@ def test_weights_and_the_toy_with_its_shipped_hrv(tmp_path, capsys):
     root = tmp_path / "prompt_01_a_circle_on_a_red_background"
     assert json.loads((root / "manifest.json").read_text())["adjustment"]["weights"] == {"Color": 2.0,
                                                                                          "Background": -1.0}
-    assert read(root / "side_by_side.png").shape == (66, 32, 3)
+    grid = read(root / "side_by_side.png")
+    assert only(grid, read(root / "standard_sd/5.png"))[0] < only(grid, read(root / "sd-hrv/5.png"))[0]
 
 
 def test_script_help():
@@ -209,9 +213,9 @@ def test_resume_writes_only_the_missing_images_and_the_grid(tmp_path, capsys):
     # fewer seeds: no image is made, the grid shows the seeds asked for
     assert main([*TOY, "--seeds", "3", "1", "--output_path", str(tmp_path)]) == 0
     grid = read(root / "side_by_side.png")
-    assert grid.shape == (66, 66, 3)
-    assert np.array_equal(grid[:32, :32], read(root / "standard_sd/3.png"))
-    assert np.array_equal(grid[34:, 34:], read(root / "sd-hrv/1.png"))
+    (top, left), (bottom, right) = only(grid, read(root / "standard_sd/3.png")), only(grid, read(root / "sd-hrv/1.png"))
+    assert top < bottom and left < right  # seed 3 first, seed 1 second
+    assert not locate(grid, read(root / "sd-hrv/2.png"))
 
 
 def test_interrupt_keeps_finished_images_and_prints_the_resume_command(tmp_path, capsys, monkeypatch):
@@ -248,7 +252,8 @@ def test_non_square_size(tmp_path, hrvs, card):
     for path in root.rglob("[0-9].png"):
         assert read(path).shape == (48, 32, 3), path
     assert len(list(root.rglob("[0-9].png"))) == 4
-    assert read(root / "side_by_side.png").shape == (2 * 48 + 2, 2 * 32 + 2, 3)
+    grid = read(root / "side_by_side.png")
+    assert all(len(locate(grid, read(path))) == 1 for path in root.rglob("[0-9].png"))  # 48 x 32 cells, enlarged
     manifest = json.loads((root / "manifest.json").read_text())
     assert (manifest["height"], manifest["width"]) == (48, 32)
 

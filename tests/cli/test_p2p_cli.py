@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from figures import only, read
 from PIL import Image
 
 from hrv_diffusion.cli.p2p import main
@@ -44,8 +45,13 @@ def test_readme_example_writes_the_published_layout(tmp_path, hrv_file, capsys):
     assert run(tmp_path, hrv_file) == 0
     exp = tmp_path / "exp_1"
     images = sorted(p.relative_to(exp).as_posix() for p in exp.rglob("*.png"))
-    assert images == [f"Color_0.9/{PAIR}/20.png", f"original_p2p/{PAIR}/20.png", "source/a blue car/20.png"]
-    for path in exp.rglob("*.png"):
+    assert images == [f"Color_0.9/{PAIR}/20.png", f"comparison/{PAIR}.png", f"original_p2p/{PAIR}/20.png",
+                      "source/a blue car/20.png"]
+    figure = read(exp / "comparison" / f"{PAIR}.png")  # one row (seed 20): source, P2P, P2P-HRV left to right
+    places = [only(figure, read(exp / name / "20.png")) for name in ("source/a blue car", f"original_p2p/{PAIR}",
+                                                                     f"Color_0.9/{PAIR}")]
+    assert len({y for y, _ in places}) == 1 and places[0][1] < places[1][1] < places[2][1]
+    for path in exp.rglob("[0-9]*.png"):
         with Image.open(path) as image:
             assert image.mode == "RGB" and image.size == (32, 32)
     manifest = json.loads((exp / "Color_0.9" / PAIR / "manifest.json").read_text())
@@ -59,6 +65,9 @@ def test_readme_example_writes_the_published_layout(tmp_path, hrv_file, capsys):
     # one more seed: only its images
     assert run(tmp_path, hrv_file, "--seeds", "20", "30") == 0
     assert "2 edited and 1 source images written" in capsys.readouterr().out
+    figure = read(exp / "comparison" / f"{PAIR}.png")  # a row per seed now
+    seed_20, seed_30 = (only(figure, read(exp / f"source/a blue car/{seed}.png")) for seed in (20, 30))
+    assert seed_20[0] < seed_30[0]
 
 
 def test_changed_settings_stop_instead_of_mixing(tmp_path, hrv_file, capsys):
@@ -114,7 +123,7 @@ def test_extras_and_modes_name_their_folders(tmp_path, hrv_file):
     assert run(tmp_path, hrv_file, "--head_list_path", str(roles), "--complement", flags=flags) == 0
     assert run(tmp_path, hrv_file, "--replace_all_heads", flags=flags) == 0
     folders = sorted(p.name for p in (tmp_path / "exp_2").iterdir())
-    assert folders == ["Color", "all_heads_0.9", "complement_of_Color", "source"]
+    assert folders == ["Color", "all_heads_0.9", "comparison", "complement_of_Color", "source"]
     manifest = json.loads((tmp_path / "exp_2" / "complement_of_Color" / PAIR / "manifest.json").read_text())
     assert manifest["method"]["head_list"] == labels[5:]
 
