@@ -110,8 +110,8 @@ def word_columns(tokenizer, prompt: str, word) -> list[int]:
     """Token positions of ``word`` in ``prompt`` (all of its pieces); one clear error when it is absent."""
     positions = word_token_positions(tokenizer, prompt, word)
     if not positions:
-        words = ", ".join(repr(w) for w in prompt.split(" ") if w)
-        raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are split on spaces and matched "
+        words = ", ".join(repr(w) for w in prompt.split() if w)
+        raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are split on whitespace and matched "
                         f"exactly, case-sensitive): pass one of {words}")
     kept = [p for p in positions if p < MAX_TOKENS - 1]
     if not kept:

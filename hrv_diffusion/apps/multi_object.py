@@ -42,7 +42,7 @@ def object_phrases(prompt: str) -> tuple[str, ...]:
 def from_prompt(prompt: str) -> MultiObjectPrompt:
     """A prompt of the form "<phrase> and <phrase> ..."; each phrase's noun is its last word."""
     objects = object_phrases(prompt)
-    return MultiObjectPrompt(prompt, objects, tuple(o.split(" ")[-1] for o in objects))
+    return MultiObjectPrompt(prompt, objects, tuple(o.split()[-1] for o in objects))
 
 
 def load_prompt_set(name_or_path: str) -> list[MultiObjectPrompt]:

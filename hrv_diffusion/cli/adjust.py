@@ -100,7 +100,7 @@ def adjustment_from(args, ctx):
 
     if not args.word:
         raise UserError("--selected_token is required: the word of the prompt to adjust, e.g. --selected_token "
-                        f"{args.prompt.split(' ')[-1]!r}")
+                        f"{args.prompt.split()[-1]!r}")
     if args.batch_size < 2:
         raise UserError("--batch_size must be at least 2: a seed's standard and adjusted images are two rows")
     weights = parse_weights(args)

@@ -5,7 +5,7 @@ Positions count the start token as 0, so the first word's first token is 1 (the 
 rose, -, colored) has all of its positions.
 
 - ``word_token_positions(tokenizer, prompt, word)``: every position of ``word`` (one word, several words, or a
-  word index) among the space-separated words of ``prompt``.
+  word index) among the whitespace-separated words of ``prompt``.
 - ``word_swap_mapper(tokenizer, source, target)``: P2P's replacement mapper (77 x 77) for prompts of equal
   word counts: swapped words map token to token when their token counts agree, else every source piece maps to
   every target piece with weight 1/|target pieces|. The reference's tail rule (``M[j, j]``, not ``M[i, j]``,
@@ -29,13 +29,14 @@ def _pieces(tokenizer, text: str) -> list[str]:
 
 def word_token_positions(tokenizer, text: str, word: str | int) -> list[int]:
     """Token positions (1-based, after SOT) of ``word`` in ``text``: every occurrence of a word or of a run of
-    words (exact, case-sensitive match on space-separated words), or the word at index ``word`` if an int.
+    words (exact, case-sensitive match on whitespace-separated words: runs of spaces count as one, as in the
+    tokenizer), or the word at index ``word`` if an int.
     Tokens are matched to words by their decoded lengths, as Prompt-to-Prompt does."""
-    words = text.split(" ")
+    words = text.split()
     if isinstance(word, (int, np.integer)):
         positions = {int(word)}
     else:
-        target = word.strip().split(" ")
+        target = word.split()
         starts = [i for i in range(len(words) - len(target) + 1) if words[i : i + len(target)] == target]
         positions = {i + j for i in starts for j in range(len(target))}
     out, ptr, length = [], 0, 0
@@ -60,7 +61,7 @@ def word_swap_mapper(tokenizer, source: str, target: str, max_len: int = MAX_TOK
     swap changed the token count), "aligned" sets ``M[i, j]`` (source token i to its own target position j)."""
     if tail not in MAPPER_TAILS:
         raise ValueError(f"tail must be one of {MAPPER_TAILS}, not {tail!r}")
-    source_words, target_words = source.split(" "), target.split(" ")
+    source_words, target_words = source.split(), target.split()
     if len(source_words) != len(target_words):
         raise ValueError(f"a word swap needs prompts of the same number of words: {source!r} has "
                          f"{len(source_words)}, {target!r} has {len(target_words)}. Use a refinement edit for "

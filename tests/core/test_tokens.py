@@ -68,3 +68,14 @@ def test_refinement_mapper_added_word(tok):
 def test_refinement_mapper_identical_prompts(tok):
     mapper, alphas = refinement_mapper(tok, "a photo of a cat", "a photo of a cat")
     assert mapper.tolist() == list(range(77)) and (alphas == 1).all()
+
+
+def test_word_positions_ignore_runs_of_spaces(tok):
+    """A double space or a tab does not shift the words: the tokenizer ignores them, so must the word split."""
+    single = word_token_positions(tok, "a red circle on white", "circle")
+    assert single  # the word is there
+    for text in ("a red  circle on white", "  a red circle on white", "a\tred circle  on white"):
+        assert word_token_positions(tok, text, "circle") == single
+        assert word_token_positions(tok, text, 2) == single
+    assert word_token_positions(tok, "a red  circle", "red circle") == word_token_positions(tok, "a red circle",
+                                                                                          "red circle")
