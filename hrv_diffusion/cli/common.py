@@ -18,8 +18,13 @@ USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADi
 
 
 def run_cli(run, args) -> int:
-    """Call ``run(args)``; return its exit status, 2 after a user error, 130 after Ctrl-C."""
+    """Check ``args.model_card``'s name if there is one (``hub.check_card_name``), call ``run(args)``; return its
+    exit status, 2 after a user error, 130 after Ctrl-C."""
     try:
+        if getattr(args, "model_card", None):  # a typo or a missing folder fails here, before anything else
+            from hrv_diffusion.core.hub import check_card_name
+
+            check_card_name(args.model_card)
         return run(args) or 0
     except USER_ERRORS as error:
         if os.environ.get("HRV_DIFFUSION_DEBUG"):

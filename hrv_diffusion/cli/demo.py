@@ -80,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from hrv_diffusion.cli.common import run_cli
 
+    return run_cli(run, build_parser().parse_args(argv))
+
+
+def run(args) -> int:
     from hrv_diffusion.cli.context import default_description
     from hrv_diffusion.hrv.files import read_hrv
     from hrv_diffusion.apps.visualize import plot_hrv_heatmap
