@@ -94,7 +94,12 @@ def run(args) -> int:
     return 0
 
 
+# The first 2 prompts of the set, 2 seeds each (the paper: every prompt, 64 seeds), the toy's Shape heads;
+# 20 steps (CPU-sized).
+TOY_DEFAULTS = {"max_prompts": 2, "num_seeds": 2, "concepts": ["Shape"], "n_inference_steps": 20}
+
+
 def main(argv=None) -> int:
     from hrv_diffusion.cli.common import cli_main
 
-    return cli_main(run, build_parser(), argv, PROGRAM)
+    return cli_main(run, build_parser(), argv, PROGRAM, toy_defaults=TOY_DEFAULTS)

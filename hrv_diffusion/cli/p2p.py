@@ -95,5 +95,9 @@ def run(args) -> int:
     return 0
 
 
+# A toy color swap with the paper's P2P-HRV (the toy's Color HRV); 20 steps (CPU-sized).
+TOY_DEFAULTS = {"prompts": ["a red circle", "a blue circle"], "use_soft_vector": True, "n_inference_steps": 20}
+
+
 def main(argv=None) -> int:
-    return cli_main(run, build_parser(), argv, PROGRAM)
+    return cli_main(run, build_parser(), argv, PROGRAM, toy_defaults=TOY_DEFAULTS)

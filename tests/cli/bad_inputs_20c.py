@@ -32,3 +32,17 @@ def folder_without_index(folder: Path) -> None:
 
 
 SETUPS = {"folder_without_index": folder_without_index}
+
+
+def sd_shaped_hrv(folder: Path) -> None:
+    import numpy as np
+
+    np.save(folder / "category_vectors_sd.npy", np.ones((34, 128), dtype=np.float32))
+
+
+SETUPS["sd_shaped_hrv"] = sd_shaped_hrv
+CASES.append(
+    {"command": ["hrv-reduce-misinterpretation", "--model_card", "toy", "--hrv", "category_vectors_sd.npy"],
+     "setup": "sd_shaped_hrv", "input": "an HRV of SD v1.4 (34 x 128) on the toy: named as such, not blamed on "
+     "--description", "expect": "category_vectors_sd.npy is an HRV of SD v1.x (sd_v1_4) (128 heads), but the model "
+     "(--model_card) is toy with 56 CA heads", "exit": 2})
