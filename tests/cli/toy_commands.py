@@ -1,28 +1,38 @@
-"""Run command lines as a user types them (a console script or ``python SCRIPT``), in-process, in one folder:
-shared by ``test_toy_defaults.py`` (every command with ``--model_card toy`` alone) and ``test_readme_toy.py`` (the
-README's "Try it on the toy" block)."""
+"""The README's "Try it on the toy" block (between its ``toy-block`` markers) and a runner for its command lines,
+run as a user types them (a console script or ``python SCRIPT``), in-process, in one folder. Shared by
+``test_toy_defaults.py`` (runs every command: each is ``--model_card toy`` alone) and ``test_readme_toy.py``."""
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
-from bad_inputs_run import run_case
+from bad_inputs_run import REPO, run_case
 
-# In an order where each command finds what the ones before wrote in the same folder (embeddings, then votes, then
-# the HRV files). The applications/ scripts stand for the console scripts they front (same main).
-TOY_COMMANDS = [
-    "hrv-heads --model_card toy",
-    "hrv-visualize --model_card toy",
-    "hrv-text-embeddings --model_card toy",
-    "hrv-relevance --model_card toy",
-    "hrv-extract --model_card toy",
-    "hrv-weakening --model_card toy",
-    "python applications/reduce_misinterpretation.py --model_card toy",
-    "python applications/attend_and_excite_hrv.py --model_card toy",
-    "python applications/p2p_hrv.py --model_card toy",
-    "python applications/p2p_benchmark.py --model_card toy",
-    "python applications/multi_object_benchmark.py --model_card toy",
-]
+README = REPO / "README.md"
+BEGIN, END = "<!-- toy-block:begin", "<!-- toy-block:end -->"
+
+
+def readme_block() -> str:
+    text = README.read_text(encoding="utf-8")
+    start, stop = text.index(BEGIN), text.index(END)
+    return text[start:stop]
+
+
+def fenced(block: str, language: str = "") -> list[str]:
+    """The bodies of the block's ```LANGUAGE fences (``""``: fences without a language)."""
+    return re.findall(rf"^```{language}\n(.*?)^```", block, flags=re.S | re.M)
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the block's shell fence, comments dropped, in their order (each may read what the
+    ones before wrote: embeddings, then votes, then the HRV files)."""
+    lines = [line.split("#", 1)[0].strip() for body in fenced(readme_block()) for line in body.splitlines()]
+    return [line for line in lines if line]
+
+
+def readme_python() -> str:
+    return "\n".join(fenced(readme_block(), "python"))
 
 
 def files_under(folder: Path) -> set[Path]:
