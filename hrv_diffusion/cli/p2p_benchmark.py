@@ -109,8 +109,8 @@ def run(args) -> int:
     return 0
 
 
-# The color set only (the toy's HRVs have Color), its first 2 pairs; 20 steps (CPU-sized).
-TOY_DEFAULTS = {"sets": ["color"], "max_pairs": 2, "n_inference_steps": 20}
+# The color set only (the toy's HRVs have Color), its first 2 pairs, 2 seeds, 20 steps (CPU-sized).
+TOY_DEFAULTS = {"sets": ["color"], "max_pairs": 2, "n_inference_steps": 20, "seeds": [10, 20]}
 
 
 def main(argv=None) -> int:
