@@ -56,7 +56,7 @@ class HRV:
     def for_layout(self, layout: HeadLayout) -> "HRV":
         """The same HRV with its columns in ``layout``'s order; an HRV of another model is refused."""
         if self.num_heads != layout.num_heads:
-            raise UserError(f"{self.title}: {self.num_heads} heads per concept, but this model has "
+            raise UserError(f"{self.title}: {self.num_heads} heads per concept but this model has "
                             f"{layout.num_heads} CA heads: use the HRV of the same model")
         if list(self.labels) == layout.labels:
             return self
