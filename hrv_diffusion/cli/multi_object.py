@@ -94,8 +94,10 @@ def run(args) -> int:
     return 0
 
 
-# The toy's 2 two-shape prompts, 2 seeds each (the paper: 64), the toy's Shape heads; 20 steps (CPU-sized).
-TOY_DEFAULTS = {"prompt_set": "toy", "num_seeds": 2, "concepts": ["Shape"], "n_inference_steps": 20}
+# The toy's 2 two-shape prompts, 1 seed each (the paper: 64), A&E-HRV with the toy's Shape heads against plain
+# SD; 20 steps (CPU-sized).
+TOY_DEFAULTS = {"prompt_set": "toy", "num_seeds": 1, "methods": ["hrv", "sd"], "concepts": ["Shape"],
+                "n_inference_steps": 20}
 
 
 def main(argv=None) -> int:
