@@ -110,8 +110,8 @@ def word_columns(tokenizer, prompt: str, word) -> list[int]:
     """Token positions of ``word`` in ``prompt`` (all of its pieces); one clear error when it is absent."""
     positions = word_positions_in_window(tokenizer, prompt, word, "--selected_token")
     if not positions:
-        words = ", ".join(repr(w) for w in prompt.split(" ") if w)
-        raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are split on spaces and matched "
+        words = ", ".join(repr(w) for w in prompt.split() if w)
+        raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are split on whitespace and matched "
                         f"exactly, case-sensitive): pass one of {words}")
     return positions
 

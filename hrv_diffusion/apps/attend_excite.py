@@ -371,10 +371,14 @@ class frozen_weights:
             p.requires_grad_(flag)
 
 
+MIN_DEFAULT_RES = 8  # the coarsest default map: smaller models' latent/8 would leave 2 x 2 maps (the toy's)
+
+
 def default_attention_res(mode: str, latent_size: int) -> int:
-    """R by default: A&E-HRV latent/8 (SD v1.4 at 512²: 8, the reference), standard A&E latent/4 (16, the
-    reference and diffusers). SDXL at 1024² (latents 128): 16 and 32."""
-    return max(1, latent_size // (8 if mode == "hrv" else 4))
+    """R by default, following the model's latent grid: A&E-HRV latent/8 (SD v1.4 at 512²: 8, the reference),
+    standard A&E latent/4 (16, the reference and diffusers); SDXL at 1024² (latents 128): 16 and 32. Never below
+    ``MIN_DEFAULT_RES`` (nor above the latent grid): the toy (latents 16) gets 8, a grid of its CA layers."""
+    return max(1, latent_size // (8 if mode == "hrv" else 4), min(MIN_DEFAULT_RES, latent_size))
 
 
 # ------------------------------------------------------------------------------------------------ running

@@ -67,7 +67,7 @@ def nltk_tagger():
 def noun_words(prompt: str, tagger=None) -> list[str]:
     """The words of ``prompt`` (split at spaces, punctuation stripped) that ``tagger`` tags as nouns, in order."""
     tagger = tagger or nltk_tagger()
-    words = [w.strip(".,;:!?\"'()") for w in prompt.split(" ")]
+    words = [w.strip(".,;:!?\"'()") for w in prompt.split()]
     words = [w for w in words if w]
     return [word for word, tag in tagger(words) if tag in NOUN_TAGS]
 

@@ -43,16 +43,50 @@ def _weights_help(model_name: str, pretrained: str | None, cause: str) -> str:
     except Exception:  # noqa: BLE001 - only used to improve the message
         pass
     where = f" (Hugging Face repo {hub})" if hub else ""
+    fetch = (f"`hf download {_hub_repo(hub)[0]}`" if hub else
+             f"`python -c \"import open_clip; open_clip.create_model_and_transforms('{model_name}', "
+             f"pretrained='{pretrained}')\"`")
     return (
         f"CLIP weights for model {model_name!r}, pretrained {pretrained!r}{where} are not available ({cause}). "
         "Provide them in one of three ways: "
-        "(1) the Hugging Face cache: on a machine with internet run "
-        f"`python -c \"import open_clip; open_clip.create_model_and_transforms('{model_name}', "
-        f"pretrained='{pretrained}')\"` and copy its cache (~/.cache/huggingface, or $HF_HOME) to this machine; "
+        f"(1) the Hugging Face cache: on a machine with internet run {fetch} "
+        "and copy its cache (~/.cache/huggingface, or $HF_HOME) to this machine; "
         "(2) an open_clip cache folder holding the downloaded file: pass cache_dir=... (--clip_cache_dir); "
         "(3) a local checkpoint file: pretrained=/path/to/open_clip_pytorch_model.bin (--clip_pretrained "
         "/path/to/open_clip_pytorch_model.bin), keeping the model name (--clip_model) of its architecture."
     )
+
+
+def _hub_repo(hub: str) -> tuple[str, list[str]]:
+    """open_clip's ``hf_hub`` entry (``org/repo/`` or ``org/repo/file``) -> (repo id, candidate weight files)."""
+    parts = hub.strip("/").split("/")
+    files = [parts[2]] if len(parts) > 2 and parts[2] else [
+        "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    return "/".join(parts[:2]), files
+
+
+def check_clip_weights(model_name: str, pretrained: str | None, cache_dir: str | None = None) -> None:
+    """Fail in seconds, not after a minute of download retries, when the weights of an open_clip tag on the hub are
+    not in the Hugging Face cache and the hub cannot be reached (``core.hub.hub_reachable``)."""
+    if not pretrained or _looks_like_path(pretrained):
+        return
+    try:
+        import open_clip
+        from huggingface_hub import try_to_load_from_cache
+
+        hub = (open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("hf_hub", "")
+    except Exception:  # noqa: BLE001 - an unknown model or tag is open_clip's to report
+        return
+    if not hub:
+        return
+    from hrv_diffusion.core.hub import hub_reachable, why_unreachable
+
+    repo, files = _hub_repo(hub)
+    if any(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache_dir), str) for f in files):
+        return
+    if not hub_reachable():
+        raise ClipWeightsUnavailable(_weights_help(model_name, pretrained, f"not in the Hugging Face cache, and "
+                                                   f"they cannot be downloaded now: {why_unreachable()}"))
 
 
 _MISSING_WEIGHTS = ("failed to download", "not a known tag", "cannot find the requested files", "locate the file",
@@ -104,6 +138,7 @@ class ClipScorer:
         pretrained = os.fspath(pretrained) if pretrained else None
         if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
             raise ClipWeightsUnavailable(_weights_help(model_name, pretrained, f"no file {pretrained}"))
+        check_clip_weights(model_name, pretrained, cache_dir)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, precision="fp32", device=device, cache_dir=cache_dir)

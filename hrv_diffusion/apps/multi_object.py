@@ -42,11 +42,15 @@ def object_phrases(prompt: str) -> tuple[str, ...]:
 def from_prompt(prompt: str) -> MultiObjectPrompt:
     """A prompt of the form "<phrase> and <phrase> ..."; each phrase's noun is its last word."""
     objects = object_phrases(prompt)
-    return MultiObjectPrompt(prompt, objects, tuple(o.split(" ")[-1] for o in objects))
+    return MultiObjectPrompt(prompt, objects, tuple(o.split()[-1] for o in objects))
+
+
+TOY_SET = "multi_object_toy.txt"  # two-shape prompts of the toy model, one per line
 
 
 def load_prompt_set(name_or_path: str) -> list[MultiObjectPrompt]:
-    """``animals`` | ``colored_animals`` (shipped), or a text file with one prompt per line."""
+    """``animals`` | ``colored_animals`` (shipped), ``toy`` (the toy model's, shipped), or a text file with one
+    prompt per line."""
     if name_or_path in PROMPT_SETS:
         with open(BENCHMARK_DIR / PROMPT_SETS[name_or_path], newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
@@ -56,7 +60,7 @@ def load_prompt_set(name_or_path: str) -> list[MultiObjectPrompt]:
         return [MultiObjectPrompt(f"a {r['color_1']} {r['animal_1']} and a {r['color_2']} {r['animal_2']}",
                                   (f"a {r['color_1']} {r['animal_1']}", f"a {r['color_2']} {r['animal_2']}"),
                                   (r["animal_1"], r["animal_2"])) for r in rows]
-    path = Path(name_or_path)
+    path = BENCHMARK_DIR / TOY_SET if name_or_path == "toy" else Path(name_or_path)
     if not path.is_file():
         raise UserError(f"--prompt_set {name_or_path!r}: not {' or '.join(PROMPT_SETS)} and not a file")
     prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -66,7 +70,7 @@ def load_prompt_set(name_or_path: str) -> list[MultiObjectPrompt]:
 
 
 def prompt_set_name(name_or_path: str) -> str:
-    return name_or_path if name_or_path in PROMPT_SETS else Path(name_or_path).stem
+    return name_or_path if name_or_path in (*PROMPT_SETS, "toy") else Path(name_or_path).stem
 
 
 # ------------------------------------------------------------------------------------------------ scoring

@@ -147,15 +147,15 @@ class Group:
 
 def swapped_words(source: str, target: str) -> list[int]:
     """Indices of the words that differ between two prompts of equal word counts."""
-    return [i for i, (a, b) in enumerate(zip(source.split(" "), target.split(" "))) if a != b]
+    return [i for i, (a, b) in enumerate(zip(source.split(), target.split())) if a != b]
 
 
 def check_edit(tokenizer, source: str, edit: Edit) -> None:
     """One clear error for an edit that the reference would crash on or silently ignore."""
     spec, target = edit.spec, edit.target_prompt
-    if spec.edit == "replace" and len(source.split(" ")) != len(target.split(" ")):
+    if spec.edit == "replace" and len(source.split()) != len(target.split()):
         raise UserError(f"a word swap needs prompts with the same number of words: {source!r} has "
-                        f"{len(source.split(' '))}, {target!r} has {len(target.split(' '))}; swap words one for one, "
+                        f"{len(source.split())}, {target!r} has {len(target.split())}; swap words one for one, "
                         "or use a refine edit (--edit refine) for prompts that differ by added words")
     if spec.restoration == "head_list" and not spec.head_list:
         raise UserError("the head-list mode needs the heads to restore: pass --head_list_path")
@@ -165,7 +165,7 @@ def check_edit(tokenizer, source: str, edit: Edit) -> None:
                             "is restored, e.g. --target_token red")
         if not word_positions_in_window(tokenizer, target, edit.target_token, "--target_token"):
             raise UserError(f"the target token {edit.target_token!r} is not a word of the target prompt {target!r} "
-                            "(words are split on spaces and matched exactly): pass one of its words")
+                            "(words are split on whitespace and matched exactly): pass one of its words")
     for word, _ in spec.reweight:
         if not word_positions_in_window(tokenizer, target, word, "the reweighted word"):
             raise UserError(f"the reweighted word {word!r} is not a word of the target prompt {target!r}")
@@ -181,7 +181,7 @@ def check_edited_words_in_window(tokenizer, source: str, edit: Edit) -> None:
     """The words an edit changes (swapped, or added by a refinement) must lie inside the text encoder's window:
     past it the edited image would equal the source's edit without them (the P2P baseline), silently."""
     target = edit.target_prompt
-    source_words, target_words = source.split(" "), target.split(" ")
+    source_words, target_words = source.split(), target.split()
     if edit.spec.edit == "replace" and len(source_words) == len(target_words):
         for i in swapped_words(source, target):
             word_positions_in_window(tokenizer, source, i, "the swapped word")
@@ -450,7 +450,7 @@ class BlendMaps:
 def source_word_columns(tokenizer, source: str, target: str) -> torch.Tensor:
     """(77,) bool: the source prompt's tokens that editing it into ``target`` changes. A word swap: the swapped
     words. Otherwise: the source words missing from the target, else (words were only added) every word."""
-    words, target_words = source.split(" "), target.split(" ")
+    words, target_words = source.split(), target.split()
     if len(words) == len(target_words):
         changed = swapped_words(source, target)
     else:

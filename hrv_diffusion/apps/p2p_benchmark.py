@@ -63,10 +63,10 @@ def read_pairs(path) -> list[tuple[str, str]]:
 
 def target_token(source: str, target: str) -> str:
     """The one word of ``target`` that differs from ``source`` (a benchmark pair swaps exactly one)."""
-    changed = swapped_words(source, target) if len(source.split(" ")) == len(target.split(" ")) else []
+    changed = swapped_words(source, target) if len(source.split()) == len(target.split()) else []
     if len(changed) != 1:
         raise UserError(f"{source!r} -> {target!r} is not a one-word swap: pass its target token explicitly")
-    return target.split(" ")[changed[0]]
+    return target.split()[changed[0]]
 
 
 def benchmark_pairs(sets, specs_for, folder=None, max_pairs: int | None = None) -> list[Pair]:

@@ -29,7 +29,7 @@ def weakened_tokens(tokenizer, prompt: str, concept_word: str | None = None, len
     of the prompt, as the reference does, i.e. all tokens between SOT and the first EOT. With ``concept_word``: only
     that word's tokens (an error if it is not in the prompt)."""
     mask = torch.zeros(length, dtype=torch.bool)
-    words = [concept_word] if concept_word else [w for w in prompt.split(" ") if w]
+    words = [concept_word] if concept_word else [w for w in prompt.split() if w]
     for word in words:
         if concept_word:  # past the text encoder's window: one error, not a silent no-op
             positions = [p for p in word_positions_in_window(tokenizer, prompt, word, "--concept_word") if p < length]

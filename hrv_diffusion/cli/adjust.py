@@ -100,7 +100,7 @@ def adjustment_from(args, ctx):
 
     if not args.word:
         raise UserError("--selected_token is required: the word of the prompt to adjust, e.g. --selected_token "
-                        f"{args.prompt.split(' ')[-1]!r}")
+                        f"{args.prompt.split()[-1]!r}")
     if args.batch_size < 2:
         raise UserError("--batch_size must be at least 2: a seed's standard and adjusted images are two rows")
     weights = parse_weights(args)
@@ -157,14 +157,28 @@ def run(args) -> int:
         bar.close()
     report.root, report.present = folders.root, ROWS_PER_SEED * len(dict.fromkeys(args.seeds)) - report.written
     grid = "written" if write_side_by_side(folders, args.seeds, settings) else "unchanged"
-    print(f"{report.line()}; side by side ({grid}): {folders.grid}")
+    print(f"{report.line()}; side by side ({grid}): {folders.grid}{toy_note(ctx, args)}")
     return 0
+
+
+TOY_NOTE = ("; note: on the toy the paper's rule (negative head factors allowed) often blanks the object (2-3 of 4 "
+            "seeds); --min_factor 0 keeps it (docs/adjust.md)")
+
+
+def toy_note(ctx, args) -> str:
+    """The toy's caveat for the summary line, when the paper's unbounded rule ran on the toy."""
+    return TOY_NOTE if ctx.card == "toy" and args.min_factor is None else ""
+
+
+# The toy's word read two ways (docs/adjust.md): a color and a striped background; 4 seeds, 20 steps (CPU-sized).
+TOY_DEFAULTS = {"prompt": "a red-striped circle", "word": "red-striped", "desired": "Color",
+                "undesired": "Background", "seeds": [1, 2, 3, 4], "n_inference_steps": 20}
 
 
 def main(argv=None) -> int:
     from hrv_diffusion.cli.common import cli_main
 
-    return cli_main(run, build_parser(), argv, PROGRAM)
+    return cli_main(run, build_parser(), argv, PROGRAM, toy_defaults=TOY_DEFAULTS)
 
 
 if __name__ == "__main__":

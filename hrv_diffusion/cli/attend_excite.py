@@ -60,7 +60,7 @@ def run(args) -> int:
         ctx.check_hrv()
     tokenizer = ctx.pipe.tokenizer
     ctx.compile()
-    positions, labels = resolve_targets(tokenizer, args.prompt, args.token_indices, args.token_words)
+    positions, labels = resolve_targets(tokenizer, args.prompt, args.token_indices, target_words(args))
     _, h, _ = ctx.latent_shape()  # (C, h, w)
     settings = ae.settings_from(args, mode, h)
     concepts = ae.concepts_for(args, len(positions)) if mode == "hrv" else [None] * len(positions)
@@ -80,7 +80,21 @@ def run(args) -> int:
     return 0
 
 
+# Two toy shapes, excited with the toy's Shape heads (targets: the prompt's shape words); 20 steps (CPU-sized).
+TOY_DEFAULTS = {"prompt": "a red circle and a blue square", "concepts": ["Shape"], "n_inference_steps": 20}
+
+
+def target_words(args) -> list[str] | None:
+    """``--token_words``; on the toy without targets given, the prompt's shape words (its nouns, no tagger)."""
+    if args.token_words or args.token_indices or args.model_card != "toy":
+        return args.token_words
+    from hrv_diffusion.toy.data import SHAPES
+
+    words = [w.strip(".,;:!?") for w in args.prompt.split()]
+    return [w for w in dict.fromkeys(words) if w in SHAPES] or None
+
+
 def main(argv=None) -> int:
     from hrv_diffusion.cli.common import cli_main
 
-    return cli_main(run, build_parser(), argv, PROGRAM)
+    return cli_main(run, build_parser(), argv, PROGRAM, toy_defaults=TOY_DEFAULTS)

@@ -42,8 +42,8 @@ def add_attend_excite_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max_iter_to_alter", type=nonnegative_int, default=25,
                    help="gradient steps at evaluations 0 .. N-1")
     g.add_argument("--attention_res", type=positive_int, default=None,
-                   help="R of the R x R maps (default: latent/8 for A&E-HRV, latent/4 for standard A&E: 8 and 16 on "
-                        "SD v1.4 at 512², 16 and 32 on SDXL at 1024²)")
+                   help="R of the R x R maps (default: latent/8 for A&E-HRV, latent/4 for standard A&E, at least 8: "
+                        "8 and 16 on SD v1.4 at 512², 16 and 32 on SDXL at 1024², 8 on the toy)")
     g.add_argument("--thresholds", nargs="+", default=["0:0.05", "10:0.5", "20:0.8"], metavar="EVAL:THRESHOLD",
                    help="iterative refinement at these evaluations while loss > 1 - threshold "
                         "(default: 0:0.05 10:0.5 20:0.8)")

@@ -18,10 +18,14 @@ USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADi
 
 
 def run_cli(run, args) -> int:
-    """Check the output paths of ``args`` (``check_outputs``), call ``run(args)``; return its exit status, 2 after a
-    user error, 130 after Ctrl-C."""
+    """Check the output paths of ``args`` (``check_outputs``) and ``args.model_card``'s name if there is one
+    (``hub.check_card_name``), call ``run(args)``; return its exit status, 2 after a user error, 130 after Ctrl-C."""
     try:
         check_outputs(args)  # an output folder that is a file fails here, before any model loads
+        if getattr(args, "model_card", None):  # a typo or a missing folder fails here, before anything else
+            from hrv_diffusion.core.hub import check_card_name
+
+            check_card_name(args.model_card)
         return run(args) or 0
     except USER_ERRORS as error:
         if os.environ.get("HRV_DIFFUSION_DEBUG"):
@@ -108,13 +112,47 @@ def interrupted(args, where, default_program: str) -> int:
     return 130
 
 
-def cli_main(run, parser: argparse.ArgumentParser, argv, program: str) -> int:
-    """Parse ``argv`` and call ``run(args)`` through ``run_cli``; the args remember how the command was started
-    (``_argv``, ``_program``) to print the command that continues after an interrupt."""
+def cli_main(run, parser: argparse.ArgumentParser, argv, program: str, toy_defaults: dict | None = None) -> int:
+    """Parse ``argv`` (with ``--model_card toy``: ``toy_defaults`` first, see ``use_toy_defaults``) and call
+    ``run(args)`` through ``run_cli``; the args remember how the command was started (``_argv``, ``_program``) to
+    print the command that continues after an interrupt."""
+    use_toy_defaults(parser, argv, toy_defaults)
     args = parser.parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)
     args._program = program_name(argv, program)
     return run_cli(run, args)
+
+
+TOY_CARD = "toy"
+
+
+def card_in(argv, default: str | None) -> str | None:
+    """The ``--model_card`` that ``argv`` gives (the last one, as argparse), else ``default``."""
+    card = default
+    for i, word in enumerate(argv):
+        if word == "--model_card" and i + 1 < len(argv):
+            card = argv[i + 1]
+        elif word.startswith("--model_card="):
+            card = word.split("=", 1)[1]
+    return card
+
+
+def use_toy_defaults(parser: argparse.ArgumentParser, argv, defaults: dict | None) -> None:
+    """The toy model's own defaults (its concept set, HRVs, prompts, fewer seeds) for the flags a command line
+    does not give, when it runs on ``--model_card toy``; ``--help`` lists them. ``defaults``: flag dest -> value."""
+    if not defaults:
+        return
+    options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    shown = "; ".join(f"{options.get(dest, dest)} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                      for dest, v in defaults.items())
+    note = f"With --model_card toy the defaults are the toy model's: {shown}."
+    parser.epilog = f"{parser.epilog}\n\n{note}" if parser.epilog else note
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if card_in(argv, parser.get_default("model_card")) == TOY_CARD:
+        parser.set_defaults(**defaults)
+        for action in parser._actions:
+            if action.dest in defaults:
+                action.required = False  # the toy's default stands in (e.g. A&E's --prompt)
 
 
 def program_name(argv, default: str) -> str:

@@ -161,7 +161,17 @@ class RunContext:
         head_index = _flag(self.args, "head_index_path")
         if head_index and not _flag(self.args, "category_vectors_path"):
             raise UserError("--head_index_path needs --category_vectors_path")
-        return load_hrv(self.hrv_source, self.model_version, self.concept_names, layout, head_index=head_index)
+        return load_hrv(self.hrv_source, self.model_version, self.concept_names, layout, head_index=head_index,
+                        num_heads=self.num_heads_before_loading() if layout is None else None)
+
+    def num_heads_before_loading(self) -> int | None:
+        """The model's CA head count: the loaded layout's, else from its UNet config (no weights; None when the
+        config is not at hand)."""
+        if "layout" in self.__dict__:
+            return self.layout.num_heads
+        from hrv_diffusion.core.head_counts import head_count
+
+        return head_count(self.card)
 
     def check_hrv(self) -> None:
         """Read the HRV without the model: a missing download or a file of other concepts fails here."""

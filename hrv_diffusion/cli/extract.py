@@ -240,8 +240,15 @@ def run(args) -> list[Path]:
     )
 
 
+TOY_DEFAULTS = {"description": "toy_concepts", "prompt": "toy"}
+
+
 def main(argv=None) -> int:
-    return run_cli(_main, build_parser().parse_args(argv))
+    from hrv_diffusion.cli.common import use_toy_defaults
+
+    parser = build_parser()
+    use_toy_defaults(parser, argv, TOY_DEFAULTS)
+    return run_cli(_main, parser.parse_args(argv))
 
 
 def _main(args) -> int:

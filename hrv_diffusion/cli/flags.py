@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from hrv_diffusion.cli.common import nonnegative_float, nonnegative_int, positive_int, output_folder
+from hrv_diffusion.cli.common import nonnegative_float, nonnegative_int, output_folder, positive_int
+from hrv_diffusion.core.hub import BUILT_IN as BUILT_IN_MODELS
 from hrv_diffusion.errors import UserError
 
 SD_CARD = "CompVis/stable-diffusion-v1-4"
 SDXL_CARD = "stabilityai/stable-diffusion-xl-base-1.0"
-BUILT_IN = "toy, tiny-sd, tiny-sdxl"
+BUILT_IN = ", ".join(BUILT_IN_MODELS)
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
 

@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL",
-                        help="hub id, local diffusers folder, path to a UNet config.json, or tiny-sd / tiny-sdxl")
+    parser.add_argument("model", metavar="MODEL", nargs="?", default=None,
+                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sdxl")
+    parser.add_argument("--model_card", default=None, help="MODEL as a flag, as in the other commands")
     parser.add_argument("--config-only", action="store_true",
                         help="build the UNet from its config alone on the meta device: no weights are read or "
                         "downloaded, no memory is used (default: load the pipeline's UNet)")
@@ -115,7 +116,11 @@ def format_lines(layout, labels_only: bool = False) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.model) == bool(args.model_card):
+        parser.error("give the model once: MODEL or --model_card MODEL")
+    args.model = args.model or args.model_card
 
     from hrv_diffusion.core.heads import head_layout
     from hrv_diffusion.core.models import ModelNotAvailableError

@@ -51,6 +51,11 @@ def checked_specs(args) -> list:
     if " ".join(source.lower().split()) == " ".join(target.lower().split()):  # the same tokens to CLIP
         raise UserError(f"--prompts: the source and the target prompt are the same ({source!r}): there is nothing "
                         "to edit; give a target that differs, e.g. --prompts \"a blue car\" \"a red car\"")
+    if args.model_card == "toy" and not args.target_token:  # the toy's default: the one swapped word, if one
+        from hrv_diffusion.apps.p2p import swapped_words
+
+        swapped = swapped_words(source, target) if len(source.split()) == len(target.split()) else []
+        args.target_token = target.split()[swapped[0]] if len(swapped) == 1 else None
     specs = method_specs(args)
     tokenizer = clip_tokenizer()  # the CLIP tokenizer of SD 1.x / SDXL, to check words before loading the model
     for spec in specs:
@@ -98,5 +103,11 @@ def run(args) -> int:
     return 0
 
 
+# A toy color swap with the paper's P2P-HRV (the toy's Color HRV); 2 seeds, 20 steps (CPU-sized). Without
+# --target_token the toy restores the one swapped word (checked_specs).
+TOY_DEFAULTS = {"prompts": ["a red circle", "a blue circle"], "use_soft_vector": True, "n_inference_steps": 20,
+                "seeds": [10, 20]}
+
+
 def main(argv=None) -> int:
-    return cli_main(run, build_parser(), argv, PROGRAM)
+    return cli_main(run, build_parser(), argv, PROGRAM, toy_defaults=TOY_DEFAULTS)

@@ -109,7 +109,11 @@ def run(args) -> int:
     return 0
 
 
+# The color set only (the toy's HRVs have Color), its first 2 pairs, 2 seeds, 20 steps (CPU-sized).
+TOY_DEFAULTS = {"sets": ["color"], "max_pairs": 2, "n_inference_steps": 20, "seeds": [10, 20]}
+
+
 def main(argv=None) -> int:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return cli_main(run, build_parser(), argv, PROGRAM)
+    return cli_main(run, build_parser(), argv, PROGRAM, toy_defaults=TOY_DEFAULTS)

@@ -140,11 +140,17 @@ def run(args) -> int:
     return 0
 
 
+# The toy's concept set and captions; its first 8 of 256 captions (CPU-sized; --max_prompts 256: all).
+TOY_DEFAULTS = {"description": "toy_concepts", "prompt": "toy", "max_prompts": 8}
+
+
 def main(argv=None, default_card: str = SD_CARD, default_batch: int = 16,
          program: str = "head_relevance_calculation.py", prog: str | None = None) -> int:
-    from hrv_diffusion.cli.common import program_name, run_cli
+    from hrv_diffusion.cli.common import program_name, run_cli, use_toy_defaults
 
-    args = build_parser(default_card, default_batch, prog).parse_args(argv)
+    parser = build_parser(default_card, default_batch, prog)
+    use_toy_defaults(parser, argv, TOY_DEFAULTS)
+    args = parser.parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)  # to print the --resume command after Ctrl-C
     args._program = program_name(argv, program)
     return run_cli(run, args)

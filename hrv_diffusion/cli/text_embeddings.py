@@ -81,8 +81,15 @@ def run(settings: TextEmbeddingSettings) -> str:
     return str(out)
 
 
+TOY_DEFAULTS = {"description": "toy_concepts"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from hrv_diffusion.cli.common import use_toy_defaults
+
+    parser = build_parser()
+    use_toy_defaults(parser, argv, TOY_DEFAULTS)
+    args = parser.parse_args(argv)
     if args.batch_size < 1:
         build_parser().error("--batch_size must be at least 1")
     settings = TextEmbeddingSettings(**{k: v for k, v in vars(args).items()

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'paper' (the paper's HRVs of --model_version, from the cache hrv-published fills; the toy's "
                         "ship with the package) or an HRV built here: a category_vectors_*.npy or the final_result "
                         "folder holding it (default: paper)")
+    p.add_argument("--model_card", default=None,
+                   help="the model whose HRVs are shown (a hub id, folder or built-in name such as toy): sets "
+                        "--model_version from it")
     p.add_argument("--model_version", default="sd_v1_4",
                    help=f"whose paper HRVs: {', '.join(MODEL_VERSIONS)}; also names the default output folder "
                         "(default: sd_v1_4)")
@@ -127,7 +130,12 @@ def run(args) -> int:
 def main(argv=None) -> int:
     from hrv_diffusion.cli.common import run_cli
 
-    return run_cli(run, build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    if args.model_card:
+        from hrv_diffusion.core.models import model_version
+
+        args.model_version = model_version(args.model_card)
+    return run_cli(run, args)
 
 
 if __name__ == "__main__":

@@ -209,10 +209,16 @@ def run(args) -> int:
     return 0
 
 
+# The toy's shipped HRVs, one toy caption, its Color heads; one seed and k = 0, 14 of its 56 heads (a quarter);
+# 20 steps (CPU-sized).
+TOY_DEFAULTS = {"hrv": "paper", "prompt": "a red circle", "concept": ["Color"], "seeds": [10],
+                "heads_to_be_perturbed": [0, 14], "n_inference_steps": 20}
+
+
 def main(argv=None, default_card: str = SD_CARD, program: str = PROGRAM, prog: str | None = None) -> int:
     from hrv_diffusion.cli.common import cli_main
 
-    return cli_main(run, build_parser(default_card, prog), argv, program)
+    return cli_main(run, build_parser(default_card, prog), argv, program, toy_defaults=TOY_DEFAULTS)
 
 
 def main_sdxl(argv=None) -> int:

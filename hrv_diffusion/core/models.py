@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from hrv_diffusion.core.device import DTYPES
+from hrv_diffusion.core.hub import BUILT_IN, ModelNotAvailableError, check_card_files
 from hrv_diffusion.errors import UserError
 
 
@@ -27,10 +28,6 @@ MODEL_VERSIONS = {
 # The built-in toy model (issue 4): a small SD-structured model trained on synthetic colored shapes.
 TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "toy"
 ALIASES = {"toy": TOY_MODEL_DIR}
-
-
-class ModelNotAvailableError(UserError):
-    """The weights are neither in a local folder nor in the Hugging Face cache (and no network)."""
 
 
 def _sanitized(name: str) -> str:
@@ -80,7 +77,7 @@ def _not_available(card: str, what: str, error: Exception) -> ModelNotAvailableE
         f"  - download it once where there is network: hf download {card}\n"
         f"    (the cache in ~/.cache/huggingface, or HF_HOME, is then used offline), or\n"
         f"  - pass --model_card /path/to/a/diffusers/folder (with model_index.json), or\n"
-        f"  - use a built-in model: --model_card tiny-sd | tiny-sdxl"
+        f"  - use a built-in model: --model_card {' | '.join(BUILT_IN)} (toy: a small trained model)"
     )
 
 
@@ -88,8 +85,9 @@ def load_model_index(card: str) -> dict:
     """The pipeline's model_index.json (tells SD from SDXL)."""
     from diffusers import DiffusionPipeline
 
+    local_only = check_card_files(card)  # fails in seconds when the files are nowhere and the hub is unreachable
     try:
-        return dict(DiffusionPipeline.load_config(card))
+        return dict(DiffusionPipeline.load_config(card, local_files_only=local_only))
     except Exception as error:  # diffusers raises OSError/EnvironmentError/ValueError variants offline
         raise _not_available(card, "model_index.json", error) from None
 
@@ -110,8 +108,9 @@ def load_unet_config(card: str) -> dict:
         return json.loads(path.read_text())
     if card in _tiny_models():
         return dict(_tiny_models()[card]().unet.config)
+    local_only = check_card_files(card)
     try:
-        return dict(UNet2DConditionModel.load_config(card, subfolder="unet"))
+        return dict(UNet2DConditionModel.load_config(card, subfolder="unet", local_files_only=local_only))
     except Exception as error:
         raise _not_available(card, "UNet config", error) from None
 
@@ -163,9 +162,10 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         cls = StableDiffusionXLPipeline if is_sdxl_index(load_model_index(card)) else StableDiffusionPipeline
+        extra = {"local_files_only": check_card_files(card)}
         # The reference applies no watermark to SDXL images, and the SD 1.x safety checker is off.
-        extra = ({"add_watermarker": False} if cls is StableDiffusionXLPipeline
-                 else {"safety_checker": None, "requires_safety_checker": False})
+        extra.update({"add_watermarker": False} if cls is StableDiffusionXLPipeline
+                     else {"safety_checker": None, "requires_safety_checker": False})
         try:
             pipe = cls.from_pretrained(card, torch_dtype=torch_dtype, **extra)
         except Exception as error:

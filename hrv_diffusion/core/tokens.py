@@ -5,7 +5,7 @@ Positions count the start token as 0, so the first word's first token is 1 (the 
 rose, -, colored) has all of its positions.
 
 - ``word_token_positions(tokenizer, prompt, word)``: every position of ``word`` (one word, several words, or a
-  word index) among the space-separated words of ``prompt``.
+  word index) among the whitespace-separated words of ``prompt``.
 - ``word_positions_in_window(tokenizer, prompt, word)``: those positions that the text encoder sees (its window
   is ``tokenizer.model_max_length`` tokens, 77 for CLIP, start and end tokens included); a word found only past
   the window is one UserError saying so (every application that takes a word of a prompt uses it).
@@ -34,13 +34,14 @@ def _pieces(tokenizer, text: str) -> list[str]:
 
 def word_token_positions(tokenizer, text: str, word: str | int) -> list[int]:
     """Token positions (1-based, after SOT) of ``word`` in ``text``: every occurrence of a word or of a run of
-    words (exact, case-sensitive match on space-separated words), or the word at index ``word`` if an int.
+    words (exact, case-sensitive match on whitespace-separated words: runs of spaces count as one, as in the
+    tokenizer), or the word at index ``word`` if an int.
     Tokens are matched to words by their decoded lengths, as Prompt-to-Prompt does."""
-    words = text.split(" ")
+    words = text.split()
     if isinstance(word, (int, np.integer)):
         positions = {int(word)}
     else:
-        target = word.strip().split(" ")
+        target = word.split()
         starts = [i for i in range(len(words) - len(target) + 1) if words[i : i + len(target)] == target]
         positions = {i + j for i in starts for j in range(len(target))}
     out, ptr, length = [], 0, 0
@@ -64,7 +65,7 @@ def past_window_message(tokenizer, prompt: str, word, label: str = "the word") -
     encoder truncates the prompt there, so the word has no effect. ``label`` names it (e.g. ``--target_token``)."""
     limit = token_window(tokenizer)
     count = len(tokenizer.encode(prompt))
-    shown_word = prompt.split(" ")[word] if isinstance(word, (int, np.integer)) else word
+    shown_word = prompt.split()[word] if isinstance(word, (int, np.integer)) else word
     shown = prompt if len(prompt) <= 80 else prompt[:77] + "..."
     return (f"{label} {shown_word!r} is past the {limit}-token window of the text encoder: the prompt {shown!r} has "
             f"{count} tokens (start and end included) and the encoder sees only the first {limit - 2} word tokens, so "
@@ -94,7 +95,7 @@ def word_swap_mapper(tokenizer, source: str, target: str, max_len: int = MAX_TOK
     swap changed the token count), "aligned" sets ``M[i, j]`` (source token i to its own target position j)."""
     if tail not in MAPPER_TAILS:
         raise ValueError(f"tail must be one of {MAPPER_TAILS}, not {tail!r}")
-    source_words, target_words = source.split(" "), target.split(" ")
+    source_words, target_words = source.split(), target.split()
     if len(source_words) != len(target_words):
         raise ValueError(f"a word swap needs prompts of the same number of words: {source!r} has "
                          f"{len(source_words)}, {target!r} has {len(target_words)}. Use a refinement edit for "

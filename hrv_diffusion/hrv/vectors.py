@@ -33,6 +33,11 @@ class HRV:
     concepts: tuple[str, ...]
     labels: tuple[str, ...]  # head label of each column
     source: str
+    name: str = ""  # how messages name it: "the paper's HRVs (sd_v1_4)", "the toy's shipped HRVs", a file name
+
+    @property
+    def title(self) -> str:
+        return self.name or self.source
 
     @property
     def num_heads(self) -> int:
@@ -41,7 +46,7 @@ class HRV:
     def row(self, concept: str) -> np.ndarray:
         """(H,) values of one concept."""
         if concept not in self.concepts:
-            raise UserError(f"unknown concept {concept!r}; {self.source} has: {', '.join(self.concepts)}")
+            raise UserError(f"unknown concept {concept!r}; {self.title} have: {', '.join(self.concepts)}")
         return self.values[self.concepts.index(concept)]
 
     def rows(self, concepts) -> np.ndarray:
@@ -51,16 +56,16 @@ class HRV:
     def for_layout(self, layout: HeadLayout) -> "HRV":
         """The same HRV with its columns in ``layout``'s order; an HRV of another model is refused."""
         if self.num_heads != layout.num_heads:
-            raise UserError(f"{self.source} has {self.num_heads} heads per concept but this model has "
+            raise UserError(f"{self.title}: {self.num_heads} heads per concept but this model has "
                             f"{layout.num_heads} CA heads: use the HRV of the same model")
         if list(self.labels) == layout.labels:
             return self
         try:
             order = [self.labels.index(label) for label in layout.labels]
         except ValueError:
-            raise UserError(f"{self.source}: its head labels do not match this model's CA heads: use the HRV of "
+            raise UserError(f"{self.title}: their head labels do not match this model's CA heads: use the HRV of "
                             "the same model") from None
-        return HRV(self.values[:, order], self.concepts, tuple(layout.labels), self.source)
+        return HRV(self.values[:, order], self.concepts, tuple(layout.labels), self.source, self.name)
 
     def fingerprint(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.values, dtype=np.float32).tobytes()).hexdigest()[:16]
@@ -73,10 +78,28 @@ def _category_vectors_in(folder: Path) -> Path:
     return found[0]
 
 
+def hrv_title(source, model_version: str) -> str:
+    """How messages name an HRV: the toy's shipped ones are not the paper's."""
+    if str(source) != "paper":
+        return f"the HRVs of {Path(source).name}"
+    return "the toy's shipped HRVs" if model_version == "toy" else f"the paper's HRVs ({model_version})"
+
+
+def check_heads(path: Path, count: int, model_version: str, expected: int | None) -> None:
+    """Refuse an HRV whose head count is not the loaded model's, naming the model it is for (by its count)."""
+    from hrv_diffusion.core.head_counts import describe_heads
+
+    if expected is not None and count != expected:
+        raise UserError(f"{path.name} is {describe_heads(count)}, but the model (--model_card) is {model_version} "
+                        f"with {expected} CA heads: pass an HRV built for {model_version} (--hrv paper: its own, where "
+                        "there is one), or the --model_card the HRV was built for")
+
+
 def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layout: HeadLayout | None = None,
-             head_index: str | os.PathLike | None = None) -> HRV:
+             head_index: str | os.PathLike | None = None, num_heads: int | None = None) -> HRV:
     """Load an HRV (see the module docstring); with ``layout``, checked against and ordered for that UNet.
-    ``head_index``: the head labels of a file ``source`` (default: the ``head_index_*.npy`` beside it)."""
+    ``head_index``: the head labels of a file ``source`` (default: the ``head_index_*.npy`` beside it).
+    ``num_heads``: the model's CA head count when known before it loads (an HRV of another model is named)."""
     from hrv_diffusion.hrv.files import read_hrv
 
     concept_names = tuple(concept_names)
@@ -106,8 +129,9 @@ def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layou
         labels = list(layout.labels) if layout is not None else [f"head {i}" for i in range(values.shape[-1])]
     if values.ndim != 2:
         raise UserError(f"{vectors_path.name} has shape {values.shape}; an HRV is (concepts, heads)")
+    check_heads(vectors_path, values.shape[1], model_version, layout.num_heads if layout is not None else num_heads)
     if values.shape[0] != len(concept_names):
         raise UserError(f"{vectors_path.name} has {values.shape[0]} concepts but the concept set has "
                         f"{len(concept_names)}: pass the --description the HRV was built from")
-    hrv = HRV(values.astype(np.float32), concept_names, tuple(labels), str(source))
+    hrv = HRV(values.astype(np.float32), concept_names, tuple(labels), str(source), hrv_title(source, model_version))
     return hrv.for_layout(layout) if layout is not None else hrv

@@ -29,7 +29,7 @@ def color_cases(n: int, seed: int = 0) -> list[dict]:
         for scene in data.sample_scenes(4 * n, seed=seed + drawn, split="train", two_object_fraction=0.0,
                                         mention="all"):
             color = scene["objects"][0]["color"]
-            words = scene["caption"].split(" ")
+            words = scene["caption"].split()
             if words.count(color) != 1:
                 continue
             new = [c for c in data.COLORS if c != color][int(rng.integers(len(data.COLORS) - 1))]

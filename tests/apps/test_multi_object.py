@@ -53,12 +53,12 @@ def test_one_prompt_cli_writes_images_telemetry_and_grid_and_resumes(tmp_path, c
     record = json.loads((folder / "1.json").read_text())
     assert record["token_indices"] == [[3], [7]] and record["concepts"] == ["Shape", "Shape"]
     # the telemetry and the image are those of a direct A&E-HRV generation of the same inputs (the toy's Shape HRV,
-    # CPU seeds 1 and 2, tokens 3 and 7, QUICK's settings at R = 16/8, a threshold that refines)
+    # CPU seeds 1 and 2, tokens 3 and 7, QUICK's settings at the default R = max(16/8, 8) = 8, a threshold that refines)
     pipe = load_pipeline("toy")
     hrv = load_hrv("paper", "toy", read_concept_set(resolve_description("toy_concepts")).names, head_layout(pipe.unet))
     prompt = "a red circle and a blue square"
     eot = pipe.tokenizer(prompt).input_ids.index(pipe.tokenizer.eos_token_id)
-    quick = AttendExciteSettings(mode="hrv", attention_res=2, num_inference_steps=2, max_iter_to_alter=2,
+    quick = AttendExciteSettings(mode="hrv", attention_res=8, num_inference_steps=2, max_iter_to_alter=2,
                                  thresholds={0: 0.5}, max_refinement_steps=2)
     direct = generate_attend_excite(pipe, [prompt] * 2, seed_latents([1, 2], latent_shape(pipe)),
                                     Targets.build([[3, 7]] * 2, [eot] * 2, [0, 0]), quick, hrv.rows(["Shape"]))
@@ -75,7 +75,7 @@ def test_one_prompt_cli_writes_images_telemetry_and_grid_and_resumes(tmp_path, c
             met = first["loss_after_refinement"] <= 0.5
             assert first["threshold_met"] == met and (met or first["refinement_iterations"] == 2)
     assert any(refined)
-    assert record["settings"]["attention_res"] == 2 and record["settings"]["token_slice"] == "1:77"  # toy: 16/8
+    assert record["settings"]["attention_res"] == 8 and record["settings"]["token_slice"] == "1:77"  # toy: at least 8
     grid = read(folder.parent / "a red circle and a blue square.png")  # the labelled grid: seeds 1, 2 in a row
     (y1, x1), (y2, x2) = only(grid, read(folder / "1.png")), only(grid, read(folder / "2.png"))
     assert y1 == y2 and x1 < x2

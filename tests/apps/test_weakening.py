@@ -150,7 +150,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     bad += ["--output_path", "other"]  # the first output folder's manifest would refuse another HRV first
     np.save(tmp_path / "final_result" / "wrong.npy", hrv[:, :5])
     assert main(bad) == 2
-    assert "has 5 heads per concept but this model has 22 CA heads" in capsys.readouterr().err
+    assert "an HRV of a model with 5 heads, but the model (--model_card) is tiny_sd" in capsys.readouterr().err
 
 
 def test_cli_hrv_paper_goes_through_load_hrv(tmp_path, monkeypatch, capsys):

@@ -110,7 +110,8 @@ def test_one_line_errors(tmp_path, hrvs, capsys, extra, message):
 def test_wrong_hrv_shape_and_no_paper_hrv_for_tiny_models(tmp_path, hrvs, capsys):
     wrong = hrv_file(tmp_path / "wrong", "tiny-sd", heads=20)  # tiny-sd has 22 CA heads
     assert run(tmp_path, "tiny-sd", wrong) == 2
-    assert "has 20 heads per concept but this model has 22 CA heads" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "an HRV of a model with 20 heads, but the model (--model_card) is tiny_sd with 22 CA heads" in err
     assert run(tmp_path, "tiny-sd", "paper") == 2
     assert "the paper published HRVs for SD v1.4 and SDXL base 1.0 only" in capsys.readouterr().err
 

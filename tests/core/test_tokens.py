@@ -84,8 +84,19 @@ def test_words_past_the_text_encoders_window_are_one_error(tok):
                                         r"the prompt .* has 86 tokens .* shorten the prompt"):
         word_positions_in_window(tok, prompt, "zebra", "--target_token")
     with pytest.raises(UserError, match="the word 'zebra' is past"):  # a word index names its word
-        word_positions_in_window(tok, prompt, len(prompt.split(" ")) - 1)
+        word_positions_in_window(tok, prompt, len(prompt.split()) - 1)
     edge = " ".join(["a"] * 74)  # the 75th word token is the last the encoder sees (76 is the end token)
     assert word_positions_in_window(tok, f"{edge} zebra", "zebra") == [75]
     with pytest.raises(UserError):
         word_positions_in_window(tok, f"{edge} a zebra", "zebra")  # position 76: the end token's place
+
+
+def test_word_positions_ignore_runs_of_spaces(tok):
+    """A double space or a tab does not shift the words: the tokenizer ignores them, so must the word split."""
+    single = word_token_positions(tok, "a red circle on white", "circle")
+    assert single  # the word is there
+    for text in ("a red  circle on white", "  a red circle on white", "a\tred circle  on white"):
+        assert word_token_positions(tok, text, "circle") == single
+        assert word_token_positions(tok, text, 2) == single
+    assert word_token_positions(tok, "a red  circle", "red circle") == word_token_positions(tok, "a red circle",
+                                                                                          "red circle")

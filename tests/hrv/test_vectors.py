@@ -58,7 +58,7 @@ def test_built_hrv_by_path_or_folder_and_wrong_shapes(tmp_path):
     with pytest.raises(UserError, match="3 concepts but the concept set has 2"):
         load_hrv(folder, "tiny_sd", ["a", "b"], layout)
     sdxl = head_layout(load_pipeline("tiny-sdxl").unet)
-    with pytest.raises(UserError, match="22 heads per concept but this model has 48"):
+    with pytest.raises(UserError, match=r"an HRV of tiny-sd \(22 heads\), but the model .* is tiny_sdxl with 48"):
         load_hrv(folder, "tiny_sdxl", ["a", "b", "c"], sdxl)
     with pytest.raises(UserError, match="no HRV file"):
         load_hrv(tmp_path / "missing.npy", "tiny_sd", ["a"], layout)
@@ -71,3 +71,29 @@ def test_fingerprint_follows_the_values():
     a = HRV(np.ones((2, 3), np.float32), ("x", "y"), ("1", "2", "3"), "test")
     b = HRV(np.ones((2, 3), np.float32) * 2, ("x", "y"), ("1", "2", "3"), "test")
     assert a.fingerprint() != b.fingerprint() and a.fingerprint() == HRV(a.values.copy(), a.concepts, a.labels, "o").fingerprint()
+
+
+def test_the_toy_hrvs_are_named_as_the_toys_not_the_papers():
+    names = read_concept_set(resolve_description("toy_concepts")).names
+    hrv = load_hrv("paper", "toy", names)
+    with pytest.raises(UserError) as error:
+        hrv.row("Plants")
+    assert "the toy's shipped HRVs have: Color, Shape" in str(error.value)
+    assert "paper" not in str(error.value)
+
+
+def test_an_hrv_of_another_model_names_that_model_by_its_head_count(tmp_path):
+    from hrv_diffusion.core.head_counts import head_count
+
+    path = tmp_path / "category_vectors_x.npy"
+    np.save(path, np.ones((34, 128), dtype=np.float32))  # the paper's SD v1.4 shape
+    toy_heads = head_count("toy")
+    assert toy_heads == head_layout(load_pipeline("toy").unet).num_heads  # from the config = the loaded UNet's
+    with pytest.raises(UserError) as error:
+        load_hrv(path, "toy", ["Color", "Shape"], num_heads=toy_heads)
+    message = str(error.value)
+    assert "is an HRV of SD v1.x (sd_v1_4) (128 heads)" in message and f"toy with {toy_heads} CA heads" in message
+    assert "--description" not in message
+    np.save(path, np.ones((5, toy_heads), dtype=np.float32))
+    with pytest.raises(UserError, match=r"an HRV of toy \(56 heads\), but the model \(--model_card\) is tiny_sd"):
+        load_hrv(path, "tiny_sd", ["Color"] * 5, num_heads=head_count("tiny-sd"))

@@ -1,0 +1,102 @@
+"""core/hub.py: a model card is checked before anything loads, and a machine without network fails in seconds."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from hrv_diffusion.core.hub import (BUILT_IN, ModelNotAvailableError, check_card_files, check_card_name,
+                                    hub_reachable)
+from hrv_diffusion.core.models import TOY_MODEL_DIR, load_pipeline
+
+MISSING = "hrv-diffusion-tests/no-such-model"
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(params=["closed", "silent"])
+def no_network(request, monkeypatch):
+    """HF_HUB_OFFLINE unset, the hub at a closed local port, or at one that accepts connections and never answers
+    (as a firewall that drops packets: the request times out)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    silent = None
+    if request.param == "silent":
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        request.addfinalizer(silent.close)
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1] if silent else closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False, raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint, raising=False)
+
+
+def test_a_typo_is_an_unknown_model_card_listing_the_built_in_ones():
+    with pytest.raises(ModelNotAvailableError) as error:
+        check_card_name("toyy")
+    message = str(error.value)
+    assert "unknown model card 'toyy'" in message and "local folder" in message
+    assert all(name in message for name in BUILT_IN) and "toy" in BUILT_IN
+    assert "concept" not in message and "hf download" not in message
+
+
+def test_a_missing_local_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for card in ("./toy", str(tmp_path / "nothing"), "~/no_such_model_folder_here"):
+        with pytest.raises(ModelNotAvailableError) as error:
+            check_card_name(card)
+        assert "does not exist" in str(error.value) and "hf download" not in str(error.value)
+
+
+def test_a_folder_without_model_index_is_refused(tmp_path):
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(ModelNotAvailableError, match="no model_index.json"):
+        check_card_files(str(tmp_path))
+
+
+def test_built_in_and_local_models_pass_without_network(no_network):
+    check_card_name("toy")
+    assert check_card_files(str(TOY_MODEL_DIR)) is True  # read locally only
+    check_card_name("CompVis/stable-diffusion-v1-4")  # a hub id's name is fine; its files are checked on load
+
+
+def test_offline_flag_is_respected_without_any_connection(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: pytest.fail("connected while offline"))
+    assert hub_reachable() is False
+
+
+def test_an_uncached_hub_model_fails_within_5_s_without_HF_HUB_OFFLINE(no_network):
+    import diffusers.pipelines  # noqa: F401  (import time is not what we measure)
+
+    start = time.perf_counter()
+    with pytest.raises(ModelNotAvailableError) as error:
+        load_pipeline(MISSING)
+    elapsed = time.perf_counter() - start
+    message = str(error.value)
+    assert f"hf download {MISSING}" in message and "--model_card toy" in message
+    assert all(name in message for name in BUILT_IN)
+    assert "does not answer" in message
+    assert elapsed < 5.0, f"took {elapsed:.1f} s (hub retries?)"
+
+
+def test_clip_weights_not_cached_fail_within_5_s_without_HF_HUB_OFFLINE(no_network, tmp_path):
+    pytest.importorskip("open_clip")
+    from hrv_diffusion.apps.clip import ClipWeightsUnavailable, check_clip_weights
+
+    start = time.perf_counter()
+    with pytest.raises(ClipWeightsUnavailable) as error:
+        check_clip_weights("ViT-H-14", "laion2b_s32b_b79k", cache_dir=str(tmp_path))
+    elapsed = time.perf_counter() - start
+    assert "hf download laion/CLIP-ViT-H-14-laion2B-s32B-b79K" in str(error.value)
+    assert elapsed < 5.0, f"took {elapsed:.1f} s (hub retries?)"
