@@ -376,9 +376,13 @@ MIN_DEFAULT_RES = 8  # the coarsest default map: smaller models' latent/8 would 
 
 def default_attention_res(mode: str, latent_size: int) -> int:
     """R by default, following the model's latent grid: A&E-HRV latent/8 (SD v1.4 at 512²: 8, the reference),
-    standard A&E latent/4 (16, the reference and diffusers); SDXL at 1024² (latents 128): 16 and 32. Never below
-    ``MIN_DEFAULT_RES`` (nor above the latent grid): the toy (latents 16) gets 8, a grid of its CA layers."""
-    return max(1, latent_size // (8 if mode == "hrv" else 4), min(MIN_DEFAULT_RES, latent_size))
+    standard A&E latent/4 (16, the reference and diffusers); SDXL at 1024² (latents 128): 16 and 32. Where that is
+    below ``MIN_DEFAULT_RES``, a finer grid of the UNet (latent/2, latent/1): the toy (latents 16) gets 8, and at
+    48x32 (latents 24 rows) standard A&E gets 12, a grid its CA layers have."""
+    divisor = 8 if mode == "hrv" else 4
+    while latent_size // divisor < MIN_DEFAULT_RES and divisor > 1:
+        divisor //= 2
+    return max(1, latent_size // divisor)
 
 
 # ------------------------------------------------------------------------------------------------ running

@@ -85,6 +85,8 @@ def test_readme_states_the_measured_time():
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "in about a minute" not in readme
-    assert "measured on a 2-core machine" in readme and "bench/results/demo_profile_cpu" in readme
-    cited = [word.strip("`(),.;") for word in readme.split() if "bench/results/demo_profile" in word]
+    assert "How long on a CPU (2 cores" in readme and "bench/results/make_demo_fresh_clone_cpu.log" in readme
+    cited = [path for word in readme.split() if (path := word.strip("`(),.;")).startswith("bench/results/")
+             and path.endswith((".log", ".json"))]
+    assert cited
     assert all((REPO / path).is_file() for path in cited), cited
