@@ -13,6 +13,7 @@ launch. The kernels are the ones the eager pass runs, in the same order, so a re
 
 ``fn`` must take tensors and return a tuple of tensors, do no host synchronization and no host-to-device copy, and
 depend on nothing else that changes between calls of one key (Python state is frozen into the graph at capture).
+The cache keeps ``fn`` (and so the tensors it closes over, which the graph reads) as long as its graph.
 All graphs of a cache share one memory pool: outputs are cloned at once, so a replay of one graph may reuse the
 memory of another's outputs. Off CUDA, or past ``max_graphs`` keys, ``fn`` simply runs eagerly.
 """
@@ -35,7 +36,7 @@ class GraphCache:
 
     def __init__(self, max_graphs: int = 8):
         self.max_graphs = max_graphs
-        self.graphs: dict = {}  # key -> (graph, static inputs, static outputs)
+        self.graphs: dict = {}  # key -> (graph, static inputs, static outputs, fn: it keeps what fn closes over alive)
         self.pool = None
         self.stream = None
         self.replays = 0
@@ -44,7 +45,7 @@ class GraphCache:
     def __call__(self, key, make_fn, *inputs: torch.Tensor) -> tuple:
         entry = self.graphs.get(key)
         if entry is not None:
-            graph, static_in, static_out = entry
+            graph, static_in, static_out, _ = entry
             for static, value in zip(static_in, inputs):
                 static.copy_(value)
             graph.replay()
@@ -68,7 +69,7 @@ class GraphCache:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             static_out = tuple(out.detach() for out in fn(*static_in))
-        self.graphs[key] = (graph, static_in, static_out)
+        self.graphs[key] = (graph, static_in, static_out, fn)  # the graph reads the tensors fn closes over
         self.captures += 1
         return result
 
