@@ -3,8 +3,11 @@
 In one process, same latents (CUDA generator), 50 PNDM steps (51 evaluations), guidance 7.5, the default thresholds
 (0: 0.05, 10: 0.5, 20: 0.8), max_iter_to_alter 25, 20 refinement iterations at most, VAE decode included:
 
-- ``ours_hrv`` / ``ours_standard``: ``generate_attend_excite`` (A&E-HRV at R=8 with a random HRV; standard A&E at
-  R=16), batch 1 and, for throughput, a batch of 4 seeds;
+- ``ours_hrv`` / ``ours_standard``: ``generate_attend_excite`` with its defaults (on CUDA: the passes replayed from
+  CUDA graphs) (A&E-HRV at R=8 with a random HRV; standard A&E at R=16), batch 1 and, for throughput, a batch of 4
+  seeds; ``ours_hrv_eager`` / ``ours_standard_eager``: the same without CUDA graphs (the code before issue 21);
+  ``ours_hrv_tf32``: A&E-HRV with TF32 matrix products in the gradient passes (an option, off by default);
+  ``ours_hrv_channels_last``: A&E-HRV with the UNet's weights in channels-last layout;
 - ``diffusers_standard``: diffusers' ``StableDiffusionAttendAndExcitePipeline`` (standard A&E; SD only);
 - ``reference_way_hrv``: the reference's way of computing A&E-HRV: explicit attention in every layer (self and
   cross), the maps of every layer with at most 32x32 queries kept with their graphs, the HRV maps resampled per head,
@@ -13,7 +16,8 @@ In one process, same latents (CUDA generator), 50 PNDM steps (51 evaluations), g
 
 With random weights the refinement runs to its limit (20 iterations at evaluations 0, 10 and 20) in every variant:
 the counts of UNet calls with and without autograd are reported per image, so the work can be compared.
-Reports seconds per image and peak GiB (``torch.cuda.max_memory_allocated``) per variant; writes JSON with --out.
+Reports seconds per image and peak GiB (``torch.cuda.max_memory_allocated``) per variant, and for each of ours the
+largest difference in grey levels of its first image from the eager variant's (same seed); writes JSON with --out.
 
     python bench/bench_attend_excite.py --model sd --out bench/results/attend_excite_sd_v1_4.json
     python bench/bench_attend_excite.py --model sdxl --out bench/results/attend_excite_sdxl.json
@@ -189,7 +193,21 @@ def build(args):
 
 
 def run_variant(report, name, fn, images, counter, warmup=None):
-    """Seconds per image, peak GiB and UNet calls per image of ``fn(latents_index)`` over ``images`` runs."""
+    """Seconds per image, peak GiB and UNet calls per image of ``fn(latents_index)`` over ``images`` runs; a
+    failure is recorded (and printed) instead of ending the benchmark."""
+    try:
+        _run_variant(report, name, fn, images, counter, warmup)
+    except Exception as error:  # noqa: BLE001 - a benchmark keeps what it can measure
+        import traceback
+
+        traceback.print_exc()
+        report["variants"][name] = {"error": repr(error)[:2000]}
+
+
+FIRST_IMAGES = {}  # variant -> its first run's first image (uint8), for the grey-level comparisons
+
+
+def _run_variant(report, name, fn, images, counter, warmup=None):
     if warmup is not None:
         warmup()
     if torch.cuda.is_available():
@@ -200,7 +218,10 @@ def run_variant(report, name, fn, images, counter, warmup=None):
     for i in range(images):
         s, out = timed(lambda: fn(i))
         seconds += s
-        extra = out or {}
+        extra = dict(out or {})
+        image = extra.pop("image", None)
+        if i == 0 and image is not None:
+            FIRST_IMAGES[name] = image
     row = {"s_per_image": seconds / images, "images": images,
            "unet_calls_with_grad_per_image": counter.grad / images,
            "unet_calls_no_grad_per_image": counter.no_grad / images, **extra}
@@ -211,6 +232,16 @@ def run_variant(report, name, fn, images, counter, warmup=None):
         Path(report["out"]).parent.mkdir(parents=True, exist_ok=True)
         Path(report["out"]).write_text(json.dumps(report, indent=1) + "\n")
     print(name, json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
+
+def grey_level_differences(report) -> None:
+    """Each of ours: the largest |difference| in grey levels of its first image from its eager variant's."""
+    for name, image in FIRST_IMAGES.items():
+        base = "ours_standard_eager" if "standard" in name else "ours_hrv_eager"
+        if name != base and base in FIRST_IMAGES and name in report["variants"]:
+            diff = np.abs(image.astype(np.int16) - FIRST_IMAGES[base].astype(np.int16))
+            report["variants"][name]["grey_levels_vs_eager"] = int(diff.max())
+            report["variants"][name]["pixels_over_1_grey_level_vs_eager"] = int((diff > 1).sum())
 
 
 def main(argv=None):
@@ -258,31 +289,41 @@ def main(argv=None):
               "variants": {}}
     counter = CallCounter(pipe.unet)
 
-    def ours(settings, n=1):
+    def ours(settings, n=1, **options):
         def fn(i):
             out = generate_attend_excite(pipe, [PROMPT] * n, latents(range(10 * i, 10 * i + n)), targets(n), settings,
-                                         hrv if settings.mode == "hrv" else None)
+                                         hrv if settings.mode == "hrv" else None, **options)
             return {"refinement_iterations_per_image": sum(r.get("refinement_iterations", 0)
                                                            for rec in out.records for r in rec) / n,
-                    "gradient_passes": out.gradient_passes}
+                    "gradient_passes": out.gradient_passes, "image": out.images[0]}
         return fn
 
-    def warm_ours(settings):
+    def warm_ours(settings, **options):
         return lambda: generate_attend_excite(pipe, [PROMPT], latents([99]), targets(1), warm(settings),
-                                              hrv if settings.mode == "hrv" else None)
+                                              hrv if settings.mode == "hrv" else None, **options)
 
-    variants = [("ours_hrv", ours(hrv_settings), args.images, warm_ours(hrv_settings)),
-                ("ours_standard", ours(std_settings), args.images, warm_ours(std_settings))]
+    eager = dict(cuda_graphs=False)
+    variants = [("ours_hrv_eager", ours(hrv_settings, **eager), args.images, warm_ours(hrv_settings, **eager)),
+                ("ours_standard_eager", ours(std_settings, **eager), args.images, warm_ours(std_settings, **eager)),
+                ("ours_hrv", ours(hrv_settings), args.images, warm_ours(hrv_settings)),
+                ("ours_standard", ours(std_settings), args.images, warm_ours(std_settings)),
+                ("ours_hrv_tf32", ours(hrv_settings, tf32=True), args.images, warm_ours(hrv_settings, tf32=True))]
     if args.batch:
-        variants.append((f"ours_hrv_batch{args.batch}", ours(hrv_settings, args.batch), 1, None))
+        variants.append((f"ours_hrv_batch{args.batch}", ours(hrv_settings, args.batch), 1,
+                         warm_ours(hrv_settings)))
     for name, fn, images, warmup in variants:
         if name not in args.skip:
             run_variant(report, name, fn, images, counter, warmup)
-            if name.startswith("ours_hrv_batch"):  # per image
-                row = report["variants"][name]
+            row = report["variants"][name]
+            if name.startswith("ours_hrv_batch") and "error" not in row:  # per image
                 row["s_per_image"] /= args.batch
                 for key in ("unet_calls_with_grad_per_image", "unet_calls_no_grad_per_image"):
                     row[key] /= args.batch
+    if "ours_hrv_channels_last" not in args.skip:
+        pipe.unet.to(memory_format=torch.channels_last)
+        run_variant(report, "ours_hrv_channels_last", ours(hrv_settings), args.images, counter,
+                    warm_ours(hrv_settings))
+        pipe.unet.to(memory_format=torch.contiguous_format)
     if args.model == "sd" and "diffusers_standard" not in args.skip:
         from diffusers import StableDiffusionAttendAndExcitePipeline
 
@@ -310,6 +351,8 @@ def main(argv=None):
 
         compile_unet_regions(pipe.unet)
         for name, settings in (("ours_hrv_compiled", hrv_settings), ("ours_standard_compiled", std_settings)):
+            if name in args.skip:
+                continue
             seconds, _ = timed(warm_ours(settings))
             seconds += timed(lambda: ours(settings)(0))[0]  # a full image also compiles the refinement's shapes
             report[f"{name}_warmup_s"] = seconds
@@ -320,17 +363,26 @@ def main(argv=None):
                                  ("ours_standard_fp16", ours(std_settings), warm_ours(std_settings))):
             run_variant(report, name, fn, args.images, counter, warmup)
     v = report["variants"]
-    if "ours_hrv" in v and "reference_way_hrv" in v:
-        report["speedup_hrv_vs_reference_way"] = v["reference_way_hrv"]["s_per_image"] / v["ours_hrv"]["s_per_image"]
-    if "diffusers_standard" in v:
-        for name in ("ours_hrv", "ours_standard"):
-            if name in v:
-                report[f"{name}_time_over_diffusers"] = v[name]["s_per_image"] / v["diffusers_standard"]["s_per_image"]
-    print(f"\n{'variant':24s} {'s/image':>8s} {'peak GiB':>9s} {'grad calls':>10s} {'no-grad':>8s} {'refine it':>9s}")
+    grey_level_differences(report)
+    seconds = {name: row["s_per_image"] for name, row in v.items() if "s_per_image" in row}
+    if "reference_way_hrv" in seconds:
+        for name in ("ours_hrv", "ours_hrv_eager"):
+            if name in seconds:
+                report[f"speedup_{name}_vs_reference_way"] = seconds["reference_way_hrv"] / seconds[name]
+    if "diffusers_standard" in seconds:
+        for name in ("ours_hrv", "ours_standard", "ours_hrv_eager", "ours_standard_eager"):
+            if name in seconds:
+                report[f"{name}_time_over_diffusers"] = seconds[name] / seconds["diffusers_standard"]
+    print(f"\n{'variant':24s} {'s/image':>8s} {'peak GiB':>9s} {'grad calls':>10s} {'no-grad':>8s} {'refine it':>9s} "
+          "grey levels vs eager")
     for name, row in v.items():
+        if "error" in row:
+            print(f"{name:24s} failed: {row['error'][:80]}")
+            continue
         print(f"{name:24s} {row['s_per_image']:8.2f} {row.get('peak_gib', float('nan')):9.2f} "
               f"{row['unet_calls_with_grad_per_image']:10.1f} {row['unet_calls_no_grad_per_image']:8.1f} "
-              f"{row.get('refinement_iterations_per_image', float('nan')):9.1f}")
+              f"{row.get('refinement_iterations_per_image', float('nan')):9.1f} "
+              f"{row.get('grey_levels_vs_eager', '')}")
     for key in [k for k in report if k.startswith(("speedup", "ours_"))]:
         print(f"{key}: {report[key]:.2f}")
     if args.out:

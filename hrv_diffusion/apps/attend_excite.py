@@ -43,9 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hrv_diffusion.core.graphs import GraphCache, graphs_supported
 from hrv_diffusion.core.heads import HeadLayout
 from hrv_diffusion.core.loop import DenoisingLoop, StepHook
 from hrv_diffusion.core.maps import AttentionMaps
+from hrv_diffusion.core.speed import tf32_matmuls
 from hrv_diffusion.errors import UserError
 
 MODES = ("hrv", "standard", "sd")  # A&E-HRV, standard A&E, plain SD
@@ -162,23 +164,36 @@ def token_columns(token_slice: str, eot: int, length: int = 77) -> slice:
     return {"1:77": slice(1, length), "1:-1": slice(1, length - 1), "1:eot": slice(1, eot)}[token_slice]
 
 
-def max_attention(maps: torch.Tensor, targets: Targets, settings: AttendExciteSettings) -> torch.Tensor:
+def check_columns(targets: Targets, settings: AttendExciteSettings, length: int = 77) -> None:
+    """Raise if a target position of a sample lies outside its softmax columns (checked on the host)."""
+    for b in range(targets.positions.shape[0]):
+        columns = token_columns(settings.token_slice, int(targets.eot[b]), length)
+        positions = targets.positions[b]
+        if bool(((positions < columns.start) | (positions >= columns.stop)).any()):
+            raise UserError(f"token index {positions.flatten().tolist()} outside the softmax columns "
+                            f"{columns.start}..{columns.stop - 1} (--token_slice {settings.token_slice})")
+
+
+def max_attention(maps: torch.Tensor, targets: Targets, settings: AttendExciteSettings,
+                  kernel: torch.Tensor | None = None) -> torch.Tensor:
     """Per sample and target, the spatial maximum of the target's map: (B, K).
 
     ``maps`` (B, G, R_h, R_w, T) from ``token_map_store``. Per sample: the columns of ``settings.token_slice``,
     ×100, softmax over them; target k's positions taken from group ``targets.groups[k]``; optional smoothing; max
-    over the R_h x R_w pixels, then over the target's positions."""
-    batch, k_count, width = targets.positions.shape
-    kernel = (smoothing_kernel(settings.kernel_size, settings.sigma, settings.kernel).to(maps.device)
-              if settings.smooth_attentions else None)
+    over the R_h x R_w pixels, then over the target's positions. Positions on the host are checked against the
+    columns (``check_columns``); positions already on the device are not (a CUDA-graphed pass checks them before
+    it is captured). ``kernel``: the smoothing kernel on the device (default: made here from the settings)."""
+    batch = targets.positions.shape[0]
+    if targets.positions.device.type == "cpu":
+        check_columns(targets, settings, maps.shape[-1])
+    if kernel is None and settings.smooth_attentions:
+        kernel = smoothing_kernel(settings.kernel_size, settings.sigma, settings.kernel).to(maps.device)
+    positions_all, groups = targets.positions.to(maps.device), targets.groups.to(maps.device)
     out = []
     for b in range(batch):  # the token columns may differ per prompt ("1:eot")
         columns = token_columns(settings.token_slice, int(targets.eot[b]), maps.shape[-1])
-        positions = targets.positions[b].to(maps.device)  # (K, P)
-        if bool(((positions < columns.start) | (positions >= columns.stop)).any()):
-            raise UserError(f"token index {positions.flatten().tolist()} outside the softmax columns "
-                            f"{columns.start}..{columns.stop - 1} (--token_slice {settings.token_slice})")
-        chosen = maps[b, targets.groups.to(maps.device)]  # (K, R_h, R_w, T)
+        positions = positions_all[b]  # (K, P)
+        chosen = maps[b, groups]  # (K, R_h, R_w, T)
         probs = torch.softmax(chosen[..., columns] * SOFTMAX_SCALE, dim=-1)  # (K, R_h, R_w, T')
         index = (positions - columns.start)[:, None, None, :].expand(-1, *probs.shape[1:3], -1)  # (K, R_h, R_w, P)
         images = probs.gather(-1, index).permute(0, 3, 1, 2)  # (K, P, R_h, R_w)
@@ -231,31 +246,93 @@ def token_map_store(layout: HeadLayout, settings: AttendExciteSettings, hrv_rows
 
 # ------------------------------------------------------------------------------------------------ the update
 
+@dataclass
+class _Pass:
+    """One gradient pass of some samples: loss (b,), maxima (b, K), the latents ``z`` it read, and, for a CUDA-graphed
+    pass, the gradient of the loss sum that the graph already computed."""
+
+    loss: torch.Tensor
+    maxima: torch.Tensor
+    z: torch.Tensor
+    grad: torch.Tensor | None = None
+
+    def gradient(self, wanted: torch.Tensor | None = None) -> torch.Tensor:
+        """∂loss_b/∂z_b for the samples ``wanted`` (all if None; zeros elsewhere)."""
+        if self.grad is None:
+            return AttendExcite._gradient(self.loss, self.z, wanted)
+        if wanted is None:
+            return self.grad
+        return torch.where(wanted.to(self.grad.device)[:, None, None, None], self.grad, 0.0)
+
+
 class AttendExcite(StepHook):
-    """The A&E update as a step hook; ``records[b]`` collects sample b's per-evaluation telemetry."""
+    """The A&E update as a step hook; ``records[b]`` collects sample b's per-evaluation telemetry.
+
+    With ``graphs`` (a ``core/graphs.GraphCache``) each gradient pass (forward to the last layer read, loss and
+    backward) is captured once per set of rows in a CUDA graph and replayed: the same kernels, one launch. With
+    ``tf32`` the gradient passes' float32 matrix products may use TF32."""
 
     grad = True
 
     def __init__(self, store: AttentionMaps, targets: Targets, settings: AttendExciteSettings,
-                 num_evaluations: int, early_exit: bool = True):
+                 num_evaluations: int, early_exit: bool = True, graphs: GraphCache | None = None,
+                 tf32: bool = False):
         self.store, self.targets, self.settings, self.early_exit = store, targets, settings, early_exit
+        self.graphs, self.tf32 = graphs, tf32
         self.alphas = step_sizes(settings.scale_factor, num_evaluations, settings.scale_range)
         self.records: list[list[dict]] = [[] for _ in range(targets.positions.shape[0])]
         self.passes = 0  # gradient passes run (UNet forward + backward), for benchmarks
 
-    def _scores(self, z: torch.Tensor, t, step: int, loop: DenoisingLoop, rows: torch.Tensor):
-        """One conditional pass of samples ``rows`` under autograd: (loss (b,), maxima (b, K))."""
+    def _record_pass(self, z: torch.Tensor, t, step: int, loop: DenoisingLoop) -> None:
+        """Run ``loop``'s conditional pass of ``z`` with the store recording (it keeps the autograd graph)."""
         self.store.reset()
         self.store.active = True
         try:
             stop_after = self.store.last_layer if self.early_exit else None  # nothing after it is needed
-            loop.subset(rows).noise(z, t, step, rows="cond", stop_after=stop_after)
+            with tf32_matmuls(self.tf32):
+                loop.noise(z, t, step, rows="cond", stop_after=stop_after)
         finally:
             self.store.active = False
+
+    def _evaluate(self, z: torch.Tensor, t, step: int, loop: DenoisingLoop, rows: torch.Tensor) -> _Pass:
+        """One gradient pass of samples ``rows``: with ``graphs``, ``_graph_fn``'s function (replayed from a CUDA
+        graph on CUDA; off CUDA run as it is), else ``_scores``."""
+        if self.graphs is None:
+            return _Pass(*self._scores(z, t, step, loop, rows), z)
+        self.passes += 1
+        t_in = torch.as_tensor(t, device=z.device)
+        loss, maxima, grad = self.graphs(tuple(rows.tolist()), lambda: self._graph_fn(loop, rows, step), z.detach(),
+                                         t_in)
+        return _Pass(loss, maxima, z, grad)
+
+    def _scores(self, z: torch.Tensor, t, step: int, loop: DenoisingLoop, rows: torch.Tensor):
+        """One conditional pass of samples ``rows`` under autograd: (loss (b,), maxima (b, K))."""
+        self._record_pass(z, t, step, loop.subset(rows))
         self.passes += 1
         maxima = max_attention(self.store.maps, self.targets.subset(rows), self.settings)
         self.store.reset()  # the graph lives on through ``maxima`` only
         return attend_excite_loss(maxima), maxima
+
+    def _graph_fn(self, loop: DenoisingLoop, rows: torch.Tensor, step: int):
+        """The pass of samples ``rows`` as a function of (latents, timestep) -> (loss, maxima, gradient), with
+        everything else (conditioning, targets, smoothing kernel) on the device beforehand: it can be captured."""
+        sub = loop.subset(rows)
+        device = sub.conditioning.cond.device
+        targets = self.targets.subset(rows)
+        check_columns(targets, self.settings, sub.conditioning.cond.shape[1])
+        targets = Targets(targets.positions.to(device), targets.groups.to(device), targets.eot)
+        s = self.settings
+        kernel = smoothing_kernel(s.kernel_size, s.sigma, s.kernel).to(device) if s.smooth_attentions else None
+
+        def fn(z: torch.Tensor, t: torch.Tensor):
+            z = z.detach().requires_grad_(True)
+            self._record_pass(z, t, step, sub)
+            maxima = max_attention(self.store.maps, targets, s, kernel)
+            self.store.reset()
+            loss = attend_excite_loss(maxima)
+            return loss.detach(), maxima.detach(), torch.autograd.grad(loss.sum(), [z])[0]
+
+        return fn
 
     @staticmethod
     def _gradient(loss: torch.Tensor, z: torch.Tensor, wanted: torch.Tensor | None = None) -> torch.Tensor:
@@ -279,16 +356,16 @@ class AttendExcite(StepHook):
         batch = latents.shape[0]
         every = torch.arange(batch)
         z = latents.detach().requires_grad_(True)
-        loss, maxima = self._scores(z, t, step, loop, every)
-        grad = self._gradient(loss, z) if alter else None  # queued before the host reads the loss
-        loss_host = loss.detach().float().cpu()
+        scores = self._evaluate(z, t, step, loop, every)
+        grad = scores.gradient() if alter else None  # queued before the host reads the loss
+        loss_host = scores.loss.detach().float().cpu()
         refine = (loss_host > 1.0 - threshold) if threshold is not None else torch.zeros(batch, dtype=torch.bool)
         if grad is None:
-            grad = self._gradient(loss, z, (loss_host > 0) & refine)
+            grad = scores.gradient((loss_host > 0) & refine)
         records = [{"step": step, "timestep": int(t), "loss": float(loss_host[b]),
-                    "max_attention": maxima[b].detach().float().cpu().tolist(), "step_size": alpha}
+                    "max_attention": scores.maxima[b].detach().float().cpu().tolist(), "step_size": alpha}
                    for b in range(batch)]
-        del loss, maxima
+        del scores
         z = z.detach().clone()  # never write into the loop's tensor
         if threshold is not None:
             for b in range(batch):
@@ -324,17 +401,17 @@ class AttendExcite(StepHook):
                 break
             rows = active.nonzero()[:, 0]
             zr = z[rows.to(z.device)].detach().requires_grad_(True)
-            loss_r, _ = self._scores(zr, t, step, loop, rows)
+            scores = self._evaluate(zr, t, step, loop, rows)
             grad_k = torch.zeros_like(z)
-            grad_k[rows.to(z.device)] = self._gradient(loss_r, zr)
-            loss_k[rows] = loss_r.detach().float().cpu()
+            grad_k[rows.to(z.device)] = scores.gradient()
+            loss_k[rows] = scores.loss.detach().float().cpu()
         # one more pass at the refined latents: its loss and gradient make the step of this evaluation
         rows = refine.nonzero()[:, 0]
         zr = z[rows.to(z.device)].detach().requires_grad_(True)
-        loss_r, maxima_r = self._scores(zr, t, step, loop, rows)
+        scores = self._evaluate(zr, t, step, loop, rows)
         grad = grad.clone()
-        grad[rows.to(z.device)] = self._gradient(loss_r, zr) if alter else 0.0
-        final = loss_r.detach().float().cpu()
+        grad[rows.to(z.device)] = scores.gradient() if alter else 0.0
+        final, maxima_r = scores.loss.detach().float().cpu(), scores.maxima
         for j, b in enumerate(rows.tolist()):
             loss_host[b] = final[j]
             records[b].update(refinement_iterations=int(iterations[b]), loss_after_refinement=float(final[j]),
@@ -404,12 +481,18 @@ def concept_groups(concepts: list[str]) -> tuple[list[str], list[int]]:
 def generate_attend_excite(pipe, prompts: list[str], latents: torch.Tensor, targets: Targets,
                            settings: AttendExciteSettings, hrv_rows: np.ndarray | None = None, *,
                            negative_prompt=None, decode: str | None = "round", early_exit: bool = True,
-                           height: int | None = None, width: int | None = None) -> AttendExciteResult:
+                           height: int | None = None, width: int | None = None, cuda_graphs: bool | None = None,
+                           tf32: bool = False) -> AttendExciteResult:
     """Generate ``prompts`` (B) from ``latents`` (B, C, h, w) with A&E-HRV, standard A&E or plain SD.
 
     ``targets`` has the token positions per sample and, for A&E-HRV, each target's row of ``hrv_rows`` (G, H),
     the HRV rows of the distinct concepts in the UNet's head order. ``decode="round"`` is diffusers' PIL path
-    (the reference's A&E); ``early_exit`` stops gradient passes after the last CA layer the loss reads."""
+    (the reference's A&E); ``early_exit`` stops gradient passes after the last CA layer the loss reads.
+
+    Speed options (docs/attend_excite.md): ``cuda_graphs`` captures the gradient passes and the guided passes in
+    CUDA graphs and replays them (None: on when the UNet is on a CUDA device and the scheduler allows it,
+    ``core/graphs.graphs_supported``); ``tf32`` lets the gradient passes' float32 matrix products use TF32 (off:
+    it changes the numbers)."""
     from hrv_diffusion.core.heads import head_layout
     from hrv_diffusion.core.loop import generate, num_evaluations
 
@@ -423,7 +506,16 @@ def generate_attend_excite(pipe, prompts: list[str], latents: torch.Tensor, targ
         targets = Targets(targets.positions, torch.zeros_like(targets.groups), targets.eot)
     store = token_map_store(layout, settings, hrv_rows, latent=tuple(latents.shape[-2:]))
     store.active = False  # recording only inside the hook's gradient passes
-    hook = AttendExcite(store, targets, settings, num_evaluations(pipe, settings.num_inference_steps), early_exit)
-    with frozen_weights(pipe.unet):
-        out = generate(pipe, list(prompts), latents, controllers=[store], step_hooks=[hook], **common)
+    if cuda_graphs is None:
+        cuda_graphs = graphs_supported(pipe)
+    graphs = GraphCache() if cuda_graphs else None
+    hook = AttendExcite(store, targets, settings, num_evaluations(pipe, settings.num_inference_steps), early_exit,
+                        graphs, tf32)
+    try:
+        with frozen_weights(pipe.unet):
+            out = generate(pipe, list(prompts), latents, controllers=[store], step_hooks=[hook], graphs=graphs,
+                           **common)
+    finally:
+        if graphs is not None:
+            graphs.clear()
     return AttendExciteResult(out.latents, out.images, hook.records, hook.passes)

@@ -187,11 +187,13 @@ def num_evaluations(pipe, num_inference_steps: int) -> int:
 def generate(pipe, prompts: list[str], latents: torch.Tensor, *, num_inference_steps: int = 50,
              guidance_scale: float = 7.5, negative_prompt=None, controllers=(), step_hooks=(),
              decode: str | None = None, conditioning: Conditioning | None = None,
-             height: int | None = None, width: int | None = None) -> Generation:
+             height: int | None = None, width: int | None = None, graphs=None) -> Generation:
     """Denoise ``latents`` (B, C, h, w), unscaled noise (e.g. ``seed_latents``), for ``prompts`` (B).
 
     ``controllers`` are installed on the attention layers for this generation; ``step_hooks`` run around each
-    step; ``decode`` ("truncate" | "round" | None) gives uint8 images, None skips the VAE."""
+    step; ``decode`` ("truncate" | "round" | None) gives uint8 images, None skips the VAE. ``graphs`` (a
+    ``core/graphs.GraphCache``) captures the guided UNet call once and replays it at every step: only for
+    controllers that do the same at every guided call (A&E's store, which records only in its own passes)."""
     if decode not in (None, *DECODE_POLICIES):
         raise ValueError(f"decode must be one of {DECODE_POLICIES} or None, not {decode!r}")
     if len(prompts) != latents.shape[0]:
@@ -217,13 +219,22 @@ def generate(pipe, prompts: list[str], latents: torch.Tensor, *, num_inference_s
                 if new is not None:
                     latents = new.detach()
             with torch.no_grad():
-                latents = scheduler.step(loop.noise(latents, t, step), t, latents, **extra, return_dict=False)[0]
+                noise = guided_noise(loop, latents, t, step, graphs)
+                latents = scheduler.step(noise, t, latents, **extra, return_dict=False)[0]
                 for hook in step_hooks:
                     new = hook.after(step, t, latents)
                     if new is not None:
                         latents = new
     images = decode_latents(pipe, latents, decode) if decode else None
     return Generation(latents, images)
+
+
+def guided_noise(loop: DenoisingLoop, latents: torch.Tensor, t, step: int, graphs=None) -> torch.Tensor:
+    """``loop.noise(latents, t, step)``, replayed from a CUDA graph of ``graphs`` when given (on CUDA)."""
+    if graphs is None:
+        return loop.noise(latents, t, step)
+    make = lambda: lambda x, timestep: (loop.noise(x, timestep, step),)  # noqa: E731
+    return graphs(("guided", tuple(latents.shape)), make, latents, torch.as_tensor(t, device=latents.device))[0]
 
 
 # ------------------------------------------------------------------------------------------------ decoding

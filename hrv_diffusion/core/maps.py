@@ -82,6 +82,7 @@ class AttentionMaps(Controller):
         self.head_weights = weights  # (G, H)
         self.weights = {name: w for name, w in layout.split(weights).items() if bool((w != 0).any())}  # (G, h)
         self.layer_weight = {name: w.sum(1) for name, w in self.weights.items()}  # (G,) on the host
+        self._on_device: dict = {}  # (name, device, dtype) -> the layer's (G, h) weights there, copied once
         self.tokens = slice(None) if tokens is None else tokens
         self.steps = steps
         self.keep_grad, self.resample = keep_grad, resample
@@ -108,7 +109,7 @@ class AttentionMaps(Controller):
 
     def read_probs(self, layer: AttnLayer, call: UNetCall, probs: torch.Tensor) -> None:
         with nullcontext() if self.keep_grad else torch.no_grad():
-            weights = self.weights[layer.module_name].to(probs.device, probs.dtype)  # (G, h)
+            weights = self._weights_on(layer.module_name, probs)  # (G, h)
             picked = probs[..., self.tokens]  # (Bc, h, N, K)
             grouped = torch.einsum("bhnk,gh->bgkn", picked, weights)  # (Bc, G, K, N)
             batch, groups, columns, _ = grouped.shape
@@ -118,6 +119,14 @@ class AttentionMaps(Controller):
             self.maps = maps if self.maps is None else self.maps + maps
         self.weight_sum = self.weight_sum + self.layer_weight[layer.module_name]
         self.calls += 1
+
+    def _weights_on(self, name: str, probs: torch.Tensor) -> torch.Tensor:
+        """The layer's head weights on ``probs``' device and dtype, copied there once (no copy per layer call, so a
+        recorded pass can be captured in a CUDA graph)."""
+        key = (name, probs.device, probs.dtype)
+        if key not in self._on_device:
+            self._on_device[key] = self.weights[name].to(probs.device, probs.dtype)
+        return self._on_device[key]
 
     def average(self) -> torch.Tensor:
         """The weighted mean: maps / total weight per group, (Bc, G, R_h, R_w, K)."""

@@ -1,4 +1,4 @@
-"""Optional speed-ups of a UNet that keep the HRV votes' semantics.
+"""Optional speed-ups of a UNet that keep the HRV votes' semantics, and the TF32 switch for float32 products.
 
 ``compile_unet_regions`` compiles every UNet submodule *except* the cross-attention layers with ``torch.compile``
 (regional compilation): ResNet blocks, self-attention, feed-forwards, resampling, and the group norms outside them
@@ -10,7 +10,25 @@ group norm is slow (a measured 21% loss for the whole eager UNet), so none is le
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+
+
+@contextmanager
+def tf32_matmuls(enabled: bool = True):
+    """``with tf32_matmuls():`` float32 matrix products (cuBLAS) may use TF32 inside, as cuDNN's convolutions
+    already do by PyTorch's default; restored after. ``enabled=False`` changes nothing. TF32 keeps 10 mantissa bits
+    of the operands: the numbers change (~1e-3 relative per product)."""
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def compile_regions(unet, skip=()) -> list[str]:

@@ -466,3 +466,18 @@ def test_settings_refuse_bad_values():
 
 def test_num_evaluations_schedule(pipe):
     assert num_evaluations(pipe, 50) == 51 and len(ae.step_sizes(20, num_evaluations(pipe, 50))) == 51
+
+
+def test_graphed_pass_function_equals_the_eager_passes(pipe):
+    """The function a CUDA graph captures (loss, maxima and gradient in one pass; refinement subsets; the guided
+    call through the cache), run as it is off CUDA, gives the eager path's latents, records and pass count exactly."""
+    layout = head_layout(pipe.unet)
+    hrv = np.random.default_rng(3).dirichlet(np.ones(layout.num_heads), size=2) * layout.num_heads
+    s = settings(mode="hrv", attention_res=4, smooth_attentions=True, num_inference_steps=3, max_iter_to_alter=2,
+                 thresholds={0: 0.05}, max_refinement_steps=2)
+    runs = [generate_attend_excite(pipe, [PROMPT] * 2, seed_latents([4, 5], latent_shape(pipe)),
+                                   Targets.build([[2, 5]] * 2, [6] * 2, [0, 1]), s, hrv, decode=None,
+                                   cuda_graphs=graphs) for graphs in (False, True)]
+    torch.testing.assert_close(runs[1].latents, runs[0].latents, rtol=0, atol=0)
+    assert runs[1].records == runs[0].records
+    assert runs[1].gradient_passes == runs[0].gradient_passes > 2

@@ -49,3 +49,18 @@ def test_skipped_modules_are_not_compiled():
     names = compile_regions(unet, skip=hooked)
     assert hooked and not hooked & set(names)
     assert set(compile_regions(unet)) - set(names) == hooked
+
+
+def test_tf32_matmuls_switches_and_restores():
+    from hrv_diffusion.core.speed import tf32_matmuls
+
+    saved = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        with tf32_matmuls(False):
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+        with tf32_matmuls():
+            assert torch.backends.cuda.matmul.allow_tf32 is True
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
