@@ -100,20 +100,23 @@ class RunContext:
 
     @cached_property
     def layout(self):
-        """The CA head layout of the pipeline's UNet (published order)."""
+        """The CA head layout of the pipeline's denoiser (its family's order: the published one for a UNet)."""
         from hrv_diffusion.core.heads import head_layout
 
-        return head_layout(self.pipe.unet)
+        return head_layout(self.pipe)
 
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of one latent at ``--height/--width`` (the model's size by default)."""
         from hrv_diffusion.core.loop import latent_shape
 
+        from hrv_diffusion.core.families import denoiser, family_of
+
         pipe = self.pipe
-        factor = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.down_block_types) - 1)
+        model = denoiser(pipe)
+        factor = pipe.vae_scale_factor * family_of(model).downsampling(model.config)
         for name, value in (("height", self.height), ("width", self.width)):
             if value is not None and value % factor:
-                raise UserError(f"--{name} {value} is not a multiple of {factor} (the VAE's and the UNet's "
+                raise UserError(f"--{name} {value} is not a multiple of {factor} (the VAE's and the denoiser's "
                                 f"downsampling): try {max(factor, value // factor * factor)}")
         return latent_shape(pipe, self.height, self.width)
 

@@ -94,13 +94,14 @@ def load_unet(model: str, config_only: bool):
 
 
 def summary_line(layout) -> str:
-    """``128 CA heads in 16 layers (down 48, mid 8, up 72)``."""
+    """``128 CA heads in 16 layers (down 48, mid 8, up 72)``; a UNet lists all three places, even empty ones."""
     from hrv_diffusion.core.heads import PLACES
 
     heads = Counter()
     for layer in layout.layers:
         heads[layer.place] += layer.heads
-    places = ", ".join(f"{place} {heads[place]}" for place in PLACES)
+    unet = not heads or set(heads) <= set(PLACES[:3])
+    places = ", ".join(f"{place} {heads[place]}" for place in (PLACES[:3] if unet else heads))
     return f"{layout.num_heads} CA heads in {len(layout.layers)} layers ({places})"
 
 

@@ -1,6 +1,7 @@
 """The one attention processor of the toolkit, the ``Controller`` protocol, and ``AttentionHooks``.
 
-``AttentionHooks(pipe, controllers)`` puts a ``HookedAttnProcessor`` on every cross-attention (``attn2``) module,
+``AttentionHooks(pipe, controllers)`` puts a ``HookedAttnProcessor`` on every cross-attention module of the
+pipeline's denoiser (a UNet, or a PixArt transformer: ``core/families`` lists the layers),
 and on the self-attention (``attn1``) modules too if a controller asks for them (``self_attention = True``),
 through diffusers' processor API; the other layers keep their fused default. At ``__exit__`` the previous
 processors come back. What differs between applications lives in small ``Controller`` objects.
@@ -44,6 +45,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from hrv_diffusion.core.families import denoiser, family_of
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 
 
@@ -236,7 +238,8 @@ class AttentionHooks:
     """
 
     def __init__(self, pipe_or_unet, controllers=(), cfg: bool = True):
-        self.unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
+        self.unet = denoiser(pipe_or_unet)  # the UNet, or a transformer of another family
+        self.family = family_of(self.unet)
         self.layout: HeadLayout = head_layout(self.unet)
         self.controllers = list(controllers)
         for c in self.controllers:
@@ -269,7 +272,7 @@ class AttentionHooks:
         return slice(batch // 2, batch) if self.cfg else slice(0, batch)
 
     def _on_unet_call(self, module, args, kwargs) -> None:
-        sample = args[0] if args else kwargs["sample"]  # (B, C, h, w)
+        sample = args[0] if args else kwargs[self.family.sample_arg]  # (B, C, h, w)
         latent = (int(sample.shape[-2]), int(sample.shape[-1]))
         if self._explicit:  # set by the loop for this call
             self._explicit = False

@@ -1,9 +1,11 @@
-"""The one denoising loop of the toolkit, for SD 1.x/2.x and SDXL pipelines.
+"""The one denoising loop of the toolkit, for SD 1.x/2.x, SDXL and PixArt-α/Σ pipelines.
 
 Every feature that generates calls ``generate``: HRV construction, ordered weakening, the toy's evaluation and
 weakening, and the applications. It does what ``pipe(...)`` does (the pipeline's own ``encode_prompt``, SDXL's
 pooled embeddings and time ids, classifier-free guidance, the scheduler's steps, decoding) with the same numbers,
-and owns what the applications need to control:
+and owns what the applications need to control. What differs between model families (the prompt encoding, the
+denoiser's arguments, a variance half of its output) comes from the pipeline's family (``core/families``). It
+owns:
 
 - the evaluation index: the loop tells the attention hooks, before every UNet call, which evaluation it is and
   which rows of the batch are conditional, so extra passes (A&E's gradient passes) never shift the index;
@@ -25,7 +27,12 @@ import numpy as np
 import torch
 
 from hrv_diffusion.core.attention import AttentionHooks
+from hrv_diffusion.core.conditioning import Conditioning
+from hrv_diffusion.core.families import denoiser, family_of
 from hrv_diffusion.core.models import is_sdxl
+
+__all__ = ["Conditioning", "DenoisingLoop", "Generation", "StepHook", "decode_latents", "encode_prompts", "generate",
+           "latent_shape", "num_evaluations", "seed_latents", "sequential_latents", "to_uint8"]
 
 DECODE_POLICIES = ("truncate", "round")
 
@@ -33,8 +40,8 @@ DECODE_POLICIES = ("truncate", "round")
 # ------------------------------------------------------------------------------------------------ latents
 
 def latent_shape(pipe, height: int | None = None, width: int | None = None) -> tuple[int, int, int]:
-    """(C, h, w) of one latent: the UNet's own sample size, or ``height``/``width`` in pixels."""
-    config = pipe.unet.config
+    """(C, h, w) of one latent: the denoiser's own sample size, or ``height``/``width`` in pixels."""
+    config = denoiser(pipe).config
     size = config.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     if height is not None:
@@ -60,55 +67,14 @@ def sequential_latents(seed: int, count: int, shape) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ prompts
 
-@dataclass
-class Conditioning:
-    """Encoded prompts of one batch of B images."""
-
-    cond: torch.Tensor  # (B, T, D) prompt embeddings
-    uncond: torch.Tensor | None  # (B, T, D) negative embeddings; None without CFG
-    added: dict | None = None  # SDXL: {"text_embeds": (B, P), "time_ids": (B, 6)}
-    uncond_added: dict | None = None
-
-    def rows(self, which: str) -> tuple[torch.Tensor, dict | None]:
-        """Embeddings and added conditioning for the UNet batch: "cfg" = [uncond, cond], "cond" = cond only."""
-        if which == "cond":
-            return self.cond, self.added
-        if which != "cfg" or self.uncond is None:
-            raise ValueError(f"rows must be 'cfg' (with CFG) or 'cond', not {which!r}")
-        added = None
-        if self.added is not None:
-            added = {k: torch.cat([self.uncond_added[k], v]) for k, v in self.added.items()}
-        return torch.cat([self.uncond, self.cond]), added
-
-    def subset(self, index: torch.Tensor) -> "Conditioning":
-        """The conditioning of samples ``index`` (a 1-D index into the B samples)."""
-        index = index.to(self.cond.device)
-        pick = lambda added: {k: v[index] for k, v in added.items()} if added is not None else None  # noqa: E731
-        return Conditioning(self.cond[index], self.uncond[index] if self.uncond is not None else None,
-                            pick(self.added), pick(self.uncond_added))
-
-
 def encode_prompts(pipe, prompts: list[str], negative_prompt=None, cfg: bool = True,
                    height: int | None = None, width: int | None = None) -> Conditioning:
-    """The pipeline's own ``encode_prompt`` (SD: "" or ``negative_prompt`` as negatives; SDXL: zeros for an
-    empty negative, pooled embeddings and time ids for ``height`` x ``width``, crop (0, 0))."""
-    device = pipe._execution_device
+    """The pipeline's own ``encode_prompt``, through its family (SD: "" or ``negative_prompt`` as negatives; SDXL:
+    zeros for an empty negative, pooled embeddings and time ids for ``height`` x ``width``, crop (0, 0); PixArt:
+    T5 with the text masks)."""
     if isinstance(negative_prompt, str):  # one negative for every prompt
         negative_prompt = [negative_prompt] * len(prompts)
-    if not is_sdxl(pipe):
-        cond, uncond = pipe.encode_prompt(prompts, device, 1, cfg, negative_prompt)
-        return Conditioning(cond, uncond if cfg else None)
-    cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
-        prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
-        negative_prompt=negative_prompt)
-    _, h, w = latent_shape(pipe, height, width)
-    size = (h * pipe.vae_scale_factor, w * pipe.vae_scale_factor)
-    projection = pipe.text_encoder_2.config.projection_dim if pipe.text_encoder_2 is not None else pooled.shape[-1]
-    time_ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=cond.dtype, text_encoder_projection_dim=projection)
-    time_ids = time_ids.to(device).repeat(len(prompts), 1)  # (B, 6)
-    added = {"text_embeds": pooled.to(device), "time_ids": time_ids}
-    uncond_added = {"text_embeds": uncond_pooled.to(device), "time_ids": time_ids} if cfg else None
-    return Conditioning(cond.to(device), uncond.to(device) if cfg else None, added, uncond_added)
+    return family_of(pipe).encode_prompts(pipe, prompts, negative_prompt, cfg, height, width)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -160,12 +126,11 @@ class DenoisingLoop:
         if self.hooks is not None:
             cond = slice(batch, 2 * batch) if guided else slice(0, batch)
             self.hooks.set_call(step, cond, tuple(latents.shape[-2:]), stop_after)
-        unet = self.hooks.call_unet if self.hooks is not None else self.pipe.unet
-        out = unet(sample, t, encoder_hidden_states=embeds, timestep_cond=None, added_cond_kwargs=added,
-                   return_dict=False)
+        model = denoiser(self.pipe)
+        forward = self.hooks.call_unet if self.hooks is not None else model
+        out = family_of(model).predict(forward, model.config, sample, t, embeds, added)  # (B', C, h, w)
         if out is None:  # ended after ``stop_after``
             return None
-        out = out[0]
         if guided:
             uncond, cond = out.chunk(2)
             out = uncond + self.guidance_scale * (cond - uncond)
@@ -198,7 +163,7 @@ def generate(pipe, prompts: list[str], latents: torch.Tensor, *, num_inference_s
         raise ValueError(f"decode must be one of {DECODE_POLICIES} or None, not {decode!r}")
     if len(prompts) != latents.shape[0]:
         raise ValueError(f"{len(prompts)} prompts for {latents.shape[0]} latents")
-    unet = pipe.unet
+    unet = denoiser(pipe)
     device, dtype = pipe._execution_device, unet.dtype
     scheduler = pipe.scheduler
     with torch.no_grad():

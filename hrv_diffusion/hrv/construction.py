@@ -104,9 +104,9 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
                   indices: list[int], metadata: dict, results_dir: Path, rank: int = 0, world_size: int = 1,
                   resume: bool = False, progress: bool = True) -> list[Path]:
     """Run the prompts ``indices`` (into ``prompts``) for every epoch; return the shard paths written."""
-    layout = head_layout(pipe.unet)
+    layout = head_layout(pipe)
     evaluations = num_evaluations(pipe, settings.num_inference_steps)
-    bank = WordBank(pipe.unet, layout, text_embeddings.embeddings, text_embeddings.token_lengths)
+    bank = WordBank(pipe, layout, text_embeddings.embeddings, text_embeddings.token_lengths)
     shape = latent_shape(pipe)
     # the reference SDXL script ignores --negative_prompt (zero negatives)
     negative = NEGATIVE_PROMPT if settings.negative_prompt and not is_sdxl(pipe) else None

@@ -4,8 +4,10 @@ Each word is encoded on its own, padded to 77 tokens:
 - SD 1.x / 2.x: ``text_encoder(ids)[0]``, the last hidden state after the final LayerNorm, (W, 77, D).
 - SDXL: ``pipe.encode_prompt(...)[0]``, the penultimate hidden states of CLIP-L and OpenCLIP bigG
   concatenated on the feature axis, (W, 77, 768 + 1280) for the real model.
-``token_lengths[i]`` counts the word's tokens *with* SOT and EOT, as the reference does: the word itself
-occupies rows ``1 .. token_lengths[i] - 2`` of its embedding.
+- PixArt-α/Σ: T5's last hidden state of the word alone (with its mask), after a sink row, the empty prompt's
+  ``</s>`` (T5 has no start token; see ``core/families/pixart.py``).
+``token_lengths[i]`` counts the word's tokens *with* SOT and EOT, as the reference does (PixArt: with the sink row
+and ``</s>``): the word itself occupies rows ``1 .. token_lengths[i] - 2`` of its embedding.
 
 The result is stored as one safetensors file whose metadata says which model and concept set made it, so a
 later step can refuse a file that belongs to another model or another set of words.
@@ -21,46 +23,26 @@ import torch
 
 from hrv_diffusion import __version__
 from hrv_diffusion.hrv.concepts import ConceptSet
-from hrv_diffusion.core.models import is_sdxl, model_version
+from hrv_diffusion.core.families import family_of
+from hrv_diffusion.core.families import unet as unet_family
+from hrv_diffusion.core.models import model_version
 
 MAX_LENGTH = 77
 _METADATA_KEY = "hrv_diffusion"
 
 
-def _device(pipe) -> torch.device:
-    return getattr(pipe, "_execution_device", None) or pipe.text_encoder.device
-
-
 def token_lengths(tokenizer, words) -> torch.Tensor:
-    """(W,) int64: tokens per word including SOT and EOT. Raises if one exceeds the tokenizer's limit."""
-    lengths = [len(tokenizer.encode(w)) for w in words]
-    for word, n in zip(words, lengths):
-        if n > tokenizer.model_max_length:
-            raise ValueError(f"word {word!r} is {n} tokens with SOT and EOT, more than "
-                             f"{tokenizer.model_max_length}: shorten it")
-    return torch.tensor(lengths, dtype=torch.int64)
+    """(W,) int64: tokens per word including SOT and EOT (the UNet family's CLIP count)."""
+    return unet_family.token_lengths(tokenizer, words)
 
 
-@torch.no_grad()
 def encode_words(pipe, words, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode each word on its own -> embeddings (W, 77, D) float32 on CPU, token_lengths (W,) int64."""
+    """Encode each word on its own, through the pipeline's family -> embeddings (W, 77, D) float32 on CPU (row 0
+    the sink, rows ``1 .. n`` the word), token_lengths (W,) int64 (the word's n tokens + 2)."""
     words = list(words)
     if not words:
         raise ValueError("no words to encode")
-    lengths = token_lengths(pipe.tokenizer, words)
-    device = _device(pipe)
-    chunks = []
-    for start in range(0, len(words), batch_size):
-        chunk = words[start:start + batch_size]
-        if is_sdxl(pipe):
-            embeds = pipe.encode_prompt(chunk, device=device, num_images_per_prompt=1,
-                                        do_classifier_free_guidance=True)[0]  # (w, 77, D1 + D2)
-        else:
-            ids = pipe.tokenizer(chunk, padding="max_length", max_length=MAX_LENGTH, truncation=True,
-                                 return_tensors="pt").input_ids  # (w, 77)
-            embeds = pipe.text_encoder(ids.to(device))[0]  # (w, 77, D)
-        chunks.append(embeds.float().cpu())
-    return torch.cat(chunks), lengths  # (W, 77, D), (W,)
+    return family_of(pipe).encode_words(pipe, words, batch_size)
 
 
 @dataclass
@@ -92,7 +74,7 @@ def build_text_embeddings(pipe, cs: ConceptSet, model_card: str, description: st
         "concept_names": list(cs.names),
         "word_counts": list(cs.word_counts),
         "words": list(cs.flat_words),
-        "encoding": "sdxl_penultimate_concat" if is_sdxl(pipe) else "last_hidden_state",
+        "encoding": family_of(pipe).encoding(pipe),
         "dtype": str(pipe.text_encoder.dtype).removeprefix("torch."),
         "embedding_dim": int(embeddings.shape[-1]),
         "hrv_diffusion_version": __version__,

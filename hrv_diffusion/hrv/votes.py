@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hrv_diffusion.core.attention import Controller, UNetCall
+from hrv_diffusion.core.families import denoiser, family_of
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout
 
 
@@ -25,12 +26,14 @@ def derived_seed(*keys: int) -> int:
 class WordBank:
     """Per CA layer, the keys of every concept word's tokens, computed once per run.
 
-    Row 0 of each layer's bank is the SOT key (identical for every word: the text encoder is causal); the other
-    rows are the word tokens of all words, packed. ``tokens[w, i]`` is the bank row of word w's i-th token.
+    Row 0 of each layer's bank is the sink key, the same for every word (UNet: CLIP's SOT, the text encoder being
+    causal; PixArt: the empty prompt's ``</s>``); the other rows are the word tokens of all words, packed.
+    ``tokens[w, i]`` is the bank row of word w's i-th token. The keys come through the layer's own key path, as
+    the model's family computes them (UNet: ``to_k``; PixArt: ``to_k`` of ``caption_projection``).
     """
 
     def __init__(self, unet, layout: HeadLayout, embeddings: torch.Tensor, token_lengths: torch.Tensor):
-        # embeddings (W, 77, D); token_lengths (W,) including SOT and EOT
+        # embeddings (W, 77, D), row 0 the sink; token_lengths (W,) including the sink and the end token
         n_words = token_lengths.long() - 2  # (W,) word tokens per word
         if int(n_words.min()) < 1:
             raise ValueError("every concept word needs at least one token")
@@ -41,14 +44,14 @@ class WordBank:
             tokens[w, :n] = torch.arange(len(rows), len(rows) + n)
             rows.extend(embeddings[w, 1 : n + 1])
         packed = torch.stack(rows)  # (1 + sum n, D)
-        param = next(unet.parameters())
+        model = denoiser(unet)
+        family = family_of(model)
+        param = next(model.parameters())
         packed = packed.to(device=param.device, dtype=param.dtype)
-        modules = dict(unet.named_modules())
         self.keys = {}  # module name -> (R, h, d)
         with torch.no_grad():
             for layer in layout.layers:
-                attn = modules[layer.module_name]
-                key = attn.to_kv(packed).chunk(2, -1)[0] if getattr(attn, "fused_projections", False) else attn.to_k(packed)
+                key = family.bank_keys(model, layer, packed)  # (R, h * d): the layer's own key path
                 self.keys[layer.module_name] = key.view(len(packed), layer.heads, -1)
         self.tokens = tokens.to(param.device)  # (W, n_max)
         self.valid = (torch.arange(n_max)[None] < n_words[:, None]).to(param.device)  # (W, n_max)

@@ -1,0 +1,52 @@
+"""Model families: what the toolkit needs to know about a denoiser and its text encoder, one module per family.
+
+A ``Family`` is a small record of functions; the generic code (attention hooks, the denoising loop, the word bank,
+word embeddings) asks the family of the pipeline it is given and never looks at down/mid/up or ``attn2`` itself.
+
+- ``unet``: SD 1.x / 2.x and SDXL (``pipe.unet``, CLIP text, the published head order and labels).
+- ``pixart``: PixArt-α / PixArt-Σ (``pipe.transformer``, T5 text, blocks in order, ``block 12, head 3``).
+
+Both families' attention is diffusers' ``Attention`` with ``AttnProcessor2_0``, so one hooked processor
+(``core/attention.HookedAttnProcessor``) replicates the stock one for both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from hrv_diffusion.core.families import pixart, unet
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a family provides (``model`` is its denoiser, ``pipe`` the diffusers pipeline)."""
+
+    name: str
+    denoiser_attr: str  # the pipeline attribute holding the denoiser: "unet" | "transformer"
+    sample_arg: str  # the name of the denoiser's first argument, the noisy latents (B, C, h, w)
+    layout: Callable  # (model) -> HeadLayout: attention layers in canonical order, head labels, query grids
+    encode_words: Callable  # (pipe, words, batch_size) -> embeddings (W, L, D), token_lengths (W,): sink row 0
+    bank_keys: Callable  # (model, layer, rows (R, D)) -> (R, h * d): the layer's keys of stored text rows
+    encode_prompts: Callable  # (pipe, prompts, negative_prompt, cfg, height, width) -> Conditioning
+    predict: Callable  # (forward, config, sample, t, embeds, added) -> noise (B, C, h, w) of one denoiser call
+    encoding: Callable  # (pipe) -> name of the word encoding, written into embedding files
+    downsampling: Callable  # (config) -> how much the coarsest query grid is smaller than the latent
+
+
+UNET = Family("unet", "unet", "sample", unet.layout, unet.encode_words, unet.bank_keys, unet.encode_prompts,
+              unet.predict, unet.encoding, unet.downsampling)
+PIXART = Family("pixart", "transformer", "hidden_states", pixart.layout, pixart.encode_words, pixart.bank_keys,
+                pixart.encode_prompts, pixart.predict, pixart.encoding, pixart.downsampling)
+FAMILIES = (UNET, PIXART)
+
+
+def family_of(pipe_or_model) -> Family:
+    """The family of a pipeline or of its denoiser (by the denoiser's class)."""
+    if getattr(pipe_or_model, "transformer", None) is not None or pixart.is_pixart(pipe_or_model):
+        return PIXART
+    return UNET
+
+
+def denoiser(pipe_or_model):
+    """The denoiser of a pipeline (its UNet or transformer); a denoiser is returned as is."""
+    return getattr(pipe_or_model, family_of(pipe_or_model).denoiser_attr, None) or pipe_or_model
