@@ -1,4 +1,5 @@
-"""``hrv-heads MODEL``: list the cross-attention (CA) heads of a UNet in the published HRV order.
+"""``hrv-heads MODEL``: list the cross-attention (CA) heads of a UNet in the published HRV order (of a PixArt
+transformer: its blocks in order).
 
 One line per CA head, tab-separated: the label as the released files write it, the diffusers module of its
 layer, and the latent grid of that layer's queries::
@@ -25,10 +26,14 @@ examples:
   hrv-heads --config-only CompVis/stable-diffusion-v1-4        # 128 heads, from unet/config.json only
   hrv-heads --config-only path/to/unet/config.json --summary   # counts per place
   hrv-heads tiny-sdxl --labels-only                            # built-in tiny model, no download
+  hrv-heads --config-only PixArt-alpha/PixArt-XL-2-1024-MS     # 448 heads (block 0..27 x 16), no download
+  hrv-heads --model_card tiny-pixart                           # tiny PixArt: block 0, head 0 ...
   hrv-heads /models/my-sdxl-folder                             # a local diffusers folder (weights loaded)
 
 MODEL is a hub id (used from the Hugging Face cache when offline), a local diffusers folder (with
-model_index.json), the path of a UNet config.json (always read without weights), or tiny-sd / tiny-sdxl.
+model_index.json), the path of a UNet config.json (always read without weights), or tiny-sd / tiny-sdxl /
+tiny-pixart. PixArt-α/Σ (PixArt-alpha/PixArt-XL-2-1024-MS, PixArt-alpha/PixArt-Sigma-XL-2-1024-MS) list their
+transformer blocks in order, labelled "block 12, head 3".
 Exit status: 0 on success, 2 when the model cannot be found or read.
 """
 
@@ -43,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", nargs="?", default=None,
-                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sdxl")
+                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sdxl / "
+                        "tiny-pixart")
     parser.add_argument("--model_card", default=None, help="MODEL as a flag, as in the other commands")
     parser.add_argument("--config-only", action="store_true",
                         help="build the UNet from its config alone on the meta device: no weights are read or "
@@ -66,10 +72,14 @@ def _looks_like_path(model: str) -> bool:
 
 
 def load_unet(model: str, config_only: bool):
-    """The UNet whose heads we list: a meta-device one from the config, or the pipeline's own."""
+    """The denoiser whose heads we list: a meta-device one from the config, or the pipeline's own (a UNet, or a
+    PixArt transformer; the real PixArt-α/Σ cards build from the configs written in ``core/families/pixart``)."""
+    from hrv_diffusion.core.families import denoiser, pixart
     from hrv_diffusion.core.heads import unet_from_config
     from hrv_diffusion.core.models import load_pipeline, load_unet_config
 
+    if config_only and model in pixart.CONFIGS:
+        return pixart.from_config(pixart.CONFIGS[model])
     path = Path(model).expanduser()
     if _looks_like_path(model) and not path.exists():
         raise _UsageError(f"no such file or folder: {model}")
@@ -84,13 +94,15 @@ def load_unet(model: str, config_only: bool):
             config = load_unet_config(str(path) if path.exists() else model)
         except json.JSONDecodeError as error:
             raise _UsageError(f"{model} is not a JSON file: {error}") from None
+        if isinstance(config, dict) and pixart.is_config(config):
+            return pixart.from_config(config)
         if not isinstance(config, dict) or "block_out_channels" not in config:
             raise _UsageError(f"{model} is not a UNet config (no block_out_channels)")
         try:
             return unet_from_config(config)
         except (TypeError, ValueError, KeyError) as error:
             raise _UsageError(f"cannot build a UNet from the config of {model}: {error}") from None
-    return load_pipeline(str(path) if path.exists() else model).unet
+    return denoiser(load_pipeline(str(path) if path.exists() else model))
 
 
 def summary_line(layout) -> str:

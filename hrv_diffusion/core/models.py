@@ -107,7 +107,8 @@ def load_unet_config(card: str) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     if card in _tiny_models():
-        return dict(_tiny_models()[card]().unet.config)
+        pipe = _tiny_models()[card]()
+        return dict((getattr(pipe, "unet", None) or pipe.transformer).config)  # the UNet's, or PixArt's transformer's
     local_only = check_card_files(card)
     try:
         return dict(UNet2DConditionModel.load_config(card, subfolder="unet", local_files_only=local_only))

@@ -87,4 +87,11 @@ def tiny_sdxl_pipeline(seed: int = 0):
     return pipe
 
 
-TINY_MODELS = {"tiny-sd": tiny_sd_pipeline, "tiny-sdxl": tiny_sdxl_pipeline}
+def tiny_pixart(seed: int = 0):
+    """PixArt-α in miniature (``core/tiny_pixart.py``): 3 blocks x 4 heads, T5 text."""
+    from hrv_diffusion.core.tiny_pixart import tiny_pixart_pipeline
+
+    return tiny_pixart_pipeline(seed)
+
+
+TINY_MODELS = {"tiny-sd": tiny_sd_pipeline, "tiny-sdxl": tiny_sdxl_pipeline, "tiny-pixart": tiny_pixart}

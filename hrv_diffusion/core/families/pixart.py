@@ -40,6 +40,13 @@ def is_pixart(model) -> bool:
     return type(model).__name__ == "PixArtTransformer2DModel"
 
 
+def is_config(config) -> bool:
+    """Whether a config dict is a PixArt transformer's (its class name, or the keys only it has)."""
+    if config.get("_class_name") == "PixArtTransformer2DModel":
+        return True
+    return "caption_channels" in config and "num_layers" in config and "block_out_channels" not in config
+
+
 def layout(transformer) -> HeadLayout:
     """The attention layers of a PixArt transformer in block order. Works on a meta-device model."""
     config = transformer.config
