@@ -216,7 +216,7 @@ def generate_adjusted(pipe, prompts: list[str], seeds, adjustments, *, hrv=None,
     adjustments = list(adjustments)
     if len(adjustments) != len(prompts):
         raise ValueError(f"{len(adjustments)} adjustments for {len(prompts)} prompts")
-    layout = head_layout(pipe.unet)
+    layout = head_layout(pipe)
     if hrv is not None:
         hrv = hrv.for_layout(layout)
     rows = (prompts + prompts) if with_standard else prompts

@@ -501,7 +501,7 @@ def generate_attend_excite(pipe, prompts: list[str], latents: torch.Tensor, targ
     if settings.mode == "sd":
         out = generate(pipe, list(prompts), latents, **common)
         return AttendExciteResult(out.latents, out.images, [[] for _ in prompts], 0)
-    layout = head_layout(pipe.unet)
+    layout = head_layout(pipe)
     if settings.mode == "standard":  # one map for every target
         targets = Targets(targets.positions, torch.zeros_like(targets.groups), targets.eot)
     store = token_map_store(layout, settings, hrv_rows, latent=tuple(latents.shape[-2:]))

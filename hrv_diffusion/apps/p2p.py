@@ -506,7 +506,7 @@ def generate_edits(pipe, groups: list[Group], *, hrv=None, num_inference_steps: 
     ``blend_resolution`` default to the model's (``default_self_max_queries``, latent side / 4);
     ``Group.mask_targets``: also return the swapped words' regions in the source images (preservation metrics);
     ``explicit``: explicit probabilities everywhere (the reference's way; slow)."""
-    layout = head_layout(pipe.unet)
+    layout = head_layout(pipe)
     if hrv is not None:
         hrv = hrv.for_layout(layout)
     tokenizer = pipe.tokenizer

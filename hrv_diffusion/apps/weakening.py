@@ -125,7 +125,7 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
 
     todo = [j for j in jobs if any(missing(p) for p in image_paths(out_dir, j))]
     renders = plan_renders(todo, ranked_heads)
-    layout = head_layout(pipe.unet)
+    layout = head_layout(pipe)
     tokens = weakened_tokens(pipe.tokenizer, prompt, concept_word)
     evaluations = num_evaluations(pipe, num_inference_steps)
     shape = latent_shape(pipe, height, width)

@@ -25,6 +25,9 @@ MODEL_VERSIONS = {
 }
 
 
+# Pipelines of the PixArt family, loaded by their own class (model_index.json's _class_name).
+PIXART_PIPELINES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
+
 # The built-in toy model (issue 4): a small SD-structured model trained on synthetic colored shapes.
 TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "toy"
 ALIASES = {"toy": TOY_MODEL_DIR}
@@ -111,7 +114,8 @@ def load_unet_config(card: str) -> dict:
         return dict((getattr(pipe, "unet", None) or pipe.transformer).config)  # the UNet's, or PixArt's transformer's
     local_only = check_card_files(card)
     try:
-        return dict(UNet2DConditionModel.load_config(card, subfolder="unet", local_files_only=local_only))
+        subfolder = "transformer" if (path / "transformer" / "config.json").is_file() else "unet"  # PixArt's
+        return dict(UNet2DConditionModel.load_config(card, subfolder=subfolder, local_files_only=local_only))
     except Exception as error:
         raise _not_available(card, "UNet config", error) from None
 
@@ -146,7 +150,8 @@ def warn_random_weights(card: str) -> None:
 
 def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
                   scheduler: str = "pndm"):
-    """Load a SD 1.x/2.x or SDXL pipeline. ``scheduler``: "pndm" (the paper's) or "model" (the card's own)."""
+    """Load a SD 1.x/2.x, SDXL or PixArt-α/Σ pipeline. ``scheduler``: "pndm" (the paper's) or "model" (the card's
+    own)."""
     if scheduler not in ("pndm", "model"):
         raise ValueError(f"scheduler must be 'pndm' or 'model', not {scheduler!r}")
     from hrv_diffusion.core.device import resolve_device
@@ -162,11 +167,16 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
     else:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        cls = StableDiffusionXLPipeline if is_sdxl_index(load_model_index(card)) else StableDiffusionPipeline
+        index = load_model_index(card)
+        cls = StableDiffusionXLPipeline if is_sdxl_index(index) else StableDiffusionPipeline
         extra = {"local_files_only": check_card_files(card)}
         # The reference applies no watermark to SDXL images, and the SD 1.x safety checker is off.
         extra.update({"add_watermarker": False} if cls is StableDiffusionXLPipeline
                      else {"safety_checker": None, "requires_safety_checker": False})
+        if index.get("_class_name") in PIXART_PIPELINES:  # PixArt-α / Σ (core/families/pixart.py)
+            import diffusers
+
+            cls, extra = getattr(diffusers, index["_class_name"]), {"local_files_only": extra["local_files_only"]}
         try:
             pipe = cls.from_pretrained(card, torch_dtype=torch_dtype, **extra)
         except Exception as error:

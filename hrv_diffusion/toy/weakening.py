@@ -22,7 +22,7 @@ ATTRIBUTE = {"Color": "color", "Shape": "shape", "Size": "size", "Position": "po
 def weakened_images(pipe, captions: list[str], heads: list[int], seed: int = 0, steps: int = 50,
                     guidance: float = 7.5, factor: float = -2.0, batch_size: int = 64) -> np.ndarray:
     """(N, H, W, 3) uint8: one image per caption with ``heads`` weakened on all of its prompt tokens."""
-    layout = head_layout(pipe.unet)
+    layout = head_layout(pipe)
     evaluations = num_evaluations(pipe, steps)
 
     def weakening(batch: list[str]):

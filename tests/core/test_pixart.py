@@ -89,3 +89,19 @@ def test_the_resolution_condition_follows_the_transformer():
     sigma = pixart.from_config(pixart.CONFIGS["PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"]).config
     assert pixart._uses_size(alpha) and not pixart._uses_size(sigma)
     assert not pixart._uses_size(SimpleNamespace(**TINY_PIXART))  # no choice given: only 128 latents use it
+
+
+def test_a_pixart_folder_loads_through_the_model_card(pipe, tmp_path, capsys):
+    from hrv_diffusion.cli import heads
+    from hrv_diffusion.core.heads import head_layout
+    from hrv_diffusion.core.models import load_pipeline
+
+    pipe.save_pretrained(tmp_path / "pixart")
+    loaded = load_pipeline(str(tmp_path / "pixart"), scheduler="model")
+    assert type(loaded).__name__ == "PixArtAlphaPipeline"
+    assert head_layout(loaded).labels == head_layout(pipe).labels
+    latents = seed_latents([5], latent_shape(pipe))
+    ours = generate(loaded, PROMPTS[:1], latents, num_inference_steps=2, guidance_scale=4.5).latents
+    assert torch.equal(ours, generate(pipe, PROMPTS[:1], latents, num_inference_steps=2, guidance_scale=4.5).latents)
+    assert heads.main([str(tmp_path / "pixart"), "--config-only", "--summary"]) == 0
+    assert capsys.readouterr().out.strip() == "12 CA heads in 3 layers (block 12)"
