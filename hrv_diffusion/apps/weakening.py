@@ -18,6 +18,7 @@ import torch
 
 from hrv_diffusion.apps.runs import OutputTree, RunReport, run_batches
 from hrv_diffusion.core.attention import Controller, UNetCall
+from hrv_diffusion.core.families import family_of
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents
 from hrv_diffusion.core.tokens import word_positions_in_window, word_token_positions
@@ -126,7 +127,7 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
     todo = [j for j in jobs if any(missing(p) for p in image_paths(out_dir, j))]
     renders = plan_renders(todo, ranked_heads)
     layout = head_layout(pipe)
-    tokens = weakened_tokens(pipe.tokenizer, prompt, concept_word)
+    tokens = weakened_tokens(pipe.tokenizer, prompt, concept_word, family_of(pipe).text_length(pipe))  # (T,)
     evaluations = num_evaluations(pipe, num_inference_steps)
     shape = latent_shape(pipe, height, width)
 

@@ -13,13 +13,14 @@ PAPER_HEAD_COUNTS = {128: "SD v1.x (sd_v1_4)", 1300: "SDXL (sd_xl_base_1_0)"}
 
 @lru_cache(maxsize=None)
 def head_count(card: str) -> int | None:
-    """The CA head count of ``card`` from its UNet config (no weights), None when the config cannot be read."""
-    from hrv_diffusion.core.heads import head_layout, unet_from_config
+    """The CA head count of ``card`` from its denoiser's config (no weights), None when the config cannot be read."""
+    from hrv_diffusion.core.families import model_from_config
+    from hrv_diffusion.core.heads import head_layout
     from hrv_diffusion.core.models import load_unet_config
     from hrv_diffusion.errors import UserError
 
     try:
-        return head_layout(unet_from_config(load_unet_config(card))).num_heads
+        return head_layout(model_from_config(load_unet_config(card))).num_heads
     except (UserError, OSError):
         return None
 

@@ -1,7 +1,7 @@
 """Token utilities: where a word sits among a prompt's tokens, and Prompt-to-Prompt's token alignments.
 
 Positions count the start token as 0, so the first word's first token is 1 (the convention of the reference's
-``get_word_inds`` and of ``--token_indices``). A word split by the BPE into several pieces ("rose-colored" ->
+``get_word_inds`` and of ``--token_indices``); a tokenizer without a start token (T5, PixArt's) starts at 0. A word split by the BPE into several pieces ("rose-colored" ->
 rose, -, colored) has all of its positions.
 
 - ``word_token_positions(tokenizer, prompt, word)``: every position of ``word`` (one word, several words, or a
@@ -27,13 +27,22 @@ from hrv_diffusion.errors import UserError
 MAX_TOKENS = 77
 
 
-def _pieces(tokenizer, text: str) -> list[str]:
-    """Each token of ``text`` decoded on its own, without start and end tokens."""
-    return [tokenizer.decode([t]).strip("#") for t in tokenizer.encode(text)][1:-1]
+def _has_start_token(tokenizer, ids: list[int]) -> bool:
+    """Whether the tokenizer put a start token first (CLIP's SOT; T5 has none)."""
+    start = getattr(tokenizer, "bos_token_id", None)
+    return start is not None and bool(ids) and ids[0] == start
+
+
+def _pieces(tokenizer, text: str) -> tuple[list[str], int]:
+    """Each token of ``text`` decoded on its own, without start and end tokens, and the position of the first
+    (1 after a start token, 0 without one)."""
+    ids = tokenizer.encode(text)
+    first = 1 if _has_start_token(tokenizer, ids) else 0
+    return [tokenizer.decode([t]).strip("#") for t in ids[first:-1]], first
 
 
 def word_token_positions(tokenizer, text: str, word: str | int) -> list[int]:
-    """Token positions (1-based, after SOT) of ``word`` in ``text``: every occurrence of a word or of a run of
+    """Token positions (1-based after SOT; 0-based without a start token) of ``word`` in ``text``: every occurrence of a word or of a run of
     words (exact, case-sensitive match on whitespace-separated words: runs of spaces count as one, as in the
     tokenizer), or the word at index ``word`` if an int.
     Tokens are matched to words by their decoded lengths, as Prompt-to-Prompt does."""
@@ -45,10 +54,11 @@ def word_token_positions(tokenizer, text: str, word: str | int) -> list[int]:
         starts = [i for i in range(len(words) - len(target) + 1) if words[i : i + len(target)] == target]
         positions = {i + j for i in starts for j in range(len(target))}
     out, ptr, length = [], 0, 0
-    for i, piece in enumerate(_pieces(tokenizer, text)):
+    pieces, first = _pieces(tokenizer, text)
+    for i, piece in enumerate(pieces):
         length += len(piece)
         if ptr in positions:
-            out.append(i + 1)
+            out.append(i + first)
         if ptr < len(words) and length >= len(words[ptr]):
             ptr, length = ptr + 1, 0
     return out

@@ -105,3 +105,28 @@ def test_a_pixart_folder_loads_through_the_model_card(pipe, tmp_path, capsys):
     assert torch.equal(ours, generate(pipe, PROMPTS[:1], latents, num_inference_steps=2, guidance_scale=4.5).latents)
     assert heads.main([str(tmp_path / "pixart"), "--config-only", "--summary"]) == 0
     assert capsys.readouterr().out.strip() == "12 CA heads in 3 layers (block 12)"
+
+
+def test_weakening_finds_t5_word_positions_and_acts_on_them(pipe):
+    from hrv_diffusion.apps.weakening import HeadWeakening, weakened_tokens
+    from hrv_diffusion.core.families import family_of
+    from hrv_diffusion.core.heads import head_layout
+
+    prompt, length = "a red zebra", family_of(pipe).text_length(pipe)
+    assert length == 120  # PixArtAlphaPipeline's own T5 length
+    pieces = pipe.tokenizer.convert_ids_to_tokens(pipe.tokenizer(prompt).input_ids)  # no start token in T5
+    assert weakened_tokens(pipe.tokenizer, prompt, "red", length).nonzero().flatten().tolist() == [pieces.index("▁red")]
+    zebra = weakened_tokens(pipe.tokenizer, prompt, "zebra", length).nonzero().flatten().tolist()
+    assert [pieces[p] for p in zebra] == ["▁", "z", "e", "b", "r", "a"]  # every piece of a spelled word
+    layout = head_layout(pipe)
+    latents = seed_latents([3], latent_shape(pipe))
+    tokens = weakened_tokens(pipe.tokenizer, prompt, None, length)[None]  # (1, T): every word of the prompt
+    runs = {}
+    for name, heads in (("none", []), ("two", [0, 5])):
+        mask = torch.zeros(1, layout.num_heads, dtype=torch.bool)
+        mask[0, heads] = True
+        weakening = HeadWeakening(layout, mask, tokens, -2.0, (0.0, 1.01), 2)
+        runs[name] = generate(pipe, [prompt], latents, num_inference_steps=1, guidance_scale=4.5,
+                              controllers=[weakening]).latents
+    plain = generate(pipe, [prompt], latents, num_inference_steps=1, guidance_scale=4.5).latents
+    assert torch.equal(runs["none"], plain) and not torch.equal(runs["two"], plain)

@@ -31,12 +31,15 @@ class Family:
     predict: Callable  # (forward, config, sample, t, embeds, added) -> noise (B, C, h, w) of one denoiser call
     encoding: Callable  # (pipe) -> name of the word encoding, written into embedding files
     downsampling: Callable  # (config) -> how much the coarsest query grid is smaller than the latent
+    text_length: Callable  # (pipe) -> T, the text tokens of an encoded prompt (the keys of a CA layer)
 
 
 UNET = Family("unet", "unet", "sample", unet.layout, unet.encode_words, unet.bank_keys, unet.encode_prompts,
-              unet.predict, unet.encoding, unet.downsampling)
+              unet.predict, unet.encoding, unet.downsampling,
+              unet.text_length)
 PIXART = Family("pixart", "transformer", "hidden_states", pixart.layout, pixart.encode_words, pixart.bank_keys,
-                pixart.encode_prompts, pixart.predict, pixart.encoding, pixart.downsampling)
+                pixart.encode_prompts, pixart.predict, pixart.encoding, pixart.downsampling,
+                pixart.text_length)
 FAMILIES = (UNET, PIXART)
 
 
@@ -50,3 +53,8 @@ def family_of(pipe_or_model) -> Family:
 def denoiser(pipe_or_model):
     """The denoiser of a pipeline (its UNet or transformer); a denoiser is returned as is."""
     return getattr(pipe_or_model, family_of(pipe_or_model).denoiser_attr, None) or pipe_or_model
+
+
+def model_from_config(config: dict):
+    """A denoiser built from its config dict on the meta device (no weights): PixArt's transformer, or a UNet."""
+    return pixart.from_config(config) if pixart.is_config(config) else unet.from_config(config)

@@ -110,6 +110,13 @@ def encode_words(pipe, words, batch_size: int = 32) -> tuple[torch.Tensor, torch
     return torch.cat(chunks), lengths
 
 
+def text_length(pipe) -> int:
+    """The pipeline's own T5 length, its ``encode_prompt``'s default: 120 (α), 300 (Σ)."""
+    import inspect
+
+    return int(inspect.signature(pipe.encode_prompt).parameters["max_sequence_length"].default)
+
+
 def encoding(pipe) -> str:
     return "t5_last_hidden_state_empty_eos_sink"
 

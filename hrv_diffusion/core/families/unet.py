@@ -106,6 +106,11 @@ def encode_words(pipe, words, batch_size: int = 32) -> tuple[torch.Tensor, torch
     return torch.cat(chunks), lengths  # (W, 77, D), (W,)
 
 
+def text_length(pipe) -> int:
+    """CLIP's 77 tokens (start and end included)."""
+    return MAX_LENGTH
+
+
 def encoding(pipe) -> str:
     return "sdxl_penultimate_concat" if is_sdxl(pipe) else "last_hidden_state"
 
