@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from hrv_diffusion.core.attention import Controller, UNetCall
+from hrv_diffusion.core.families import family_of
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, seed_latents
 from hrv_diffusion.core.tokens import MAX_TOKENS, word_positions_in_window
@@ -123,12 +124,12 @@ class ConceptAdjuster(Controller):
     must be in ``layout``'s head order (``HRV.for_layout``)."""
 
     def __init__(self, prompts: list[str], adjustments: list[Adjustment | None], hrv, layout: HeadLayout,
-                 tokenizer, num_inference_steps: int, device=None):
+                 tokenizer, num_inference_steps: int, device=None, text_length: int = MAX_TOKENS):
         if len(prompts) != len(adjustments):
             raise ValueError(f"{len(prompts)} prompts for {len(adjustments)} adjustments")
         self.layout, self.device = layout, device
         B, H = len(prompts), layout.num_heads
-        self.factors = torch.ones(B, H, MAX_TOKENS)  # (B, H, T) float32
+        self.factors = torch.ones(B, H, text_length)  # (B, H, T) float32; T: the family's text length
         self.windows = [(0, 0)] * B
         self.renormalized = [False] * B
         for b, (prompt, adj) in enumerate(zip(prompts, adjustments)):
@@ -222,7 +223,7 @@ def generate_adjusted(pipe, prompts: list[str], seeds, adjustments, *, hrv=None,
     rows = (prompts + prompts) if with_standard else prompts
     row_adjustments = ([None] * len(prompts) + adjustments) if with_standard else adjustments
     adjuster = ConceptAdjuster(rows, row_adjustments, hrv, layout, pipe.tokenizer, num_inference_steps,
-                               device=pipe._execution_device)
+                               device=pipe._execution_device, text_length=family_of(pipe).text_length(pipe))
     latents = seed_latents((seeds + seeds) if with_standard else seeds, latent_shape(pipe, height, width))
     out = generate(pipe, rows, latents, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                    controllers=[adjuster], decode=decode, height=height, width=width)

@@ -1,14 +1,18 @@
-"""The HRV construction commands on ``--model_card tiny-pixart`` (the PixArt family), in process, in one folder:
-hrv-heads, hrv-text-embeddings, hrv-relevance and hrv-extract, with the family's label grammar in every output."""
+"""The commands on ``--model_card tiny-pixart`` (the PixArt family), in process, in one folder: hrv-heads, then
+hrv-text-embeddings, hrv-relevance and hrv-extract (the HRV), then the applications that run on it (ordered
+weakening, SD-HRV adjusting, visualization), with the family's label grammar in every output."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from PIL import Image
 
-from hrv_diffusion.cli import extract, heads, relevance, text_embeddings
+from hrv_diffusion.cli import adjust, extract, heads, relevance, text_embeddings, visualize, weakening
 from hrv_diffusion.core.families import pixart
 from hrv_diffusion.hrv.shards import load_shard
 
 CARD = ["--model_card", "tiny-pixart"]
+COMMON = [*CARD, "--description", "toy_concepts"]
 
 
 def test_hrv_heads_lists_blocks_and_the_real_configs_without_weights(capsys):
@@ -19,19 +23,48 @@ def test_hrv_heads_lists_blocks_and_the_real_configs_without_weights(capsys):
         assert capsys.readouterr().out.strip() == "448 CA heads in 28 layers (block 448)"
 
 
-def test_construction_runs_end_to_end(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    common = [*CARD, "--description", "toy_concepts", "--output_dir", "out"]
-    assert text_embeddings.main(common) in (0, None)
-    assert relevance.main([*common, "--prompt", "toy", "--max_prompts", "2", "--batch_size", "2",
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """An HRV of tiny-pixart built by the three construction commands: (folder, shard file, HRV file)."""
+    folder = tmp_path_factory.mktemp("pixart")
+    out = ["--output_dir", str(folder / "out")]
+    assert text_embeddings.main([*COMMON, *out]) in (0, None)
+    assert relevance.main([*COMMON, *out, "--prompt", "toy", "--max_prompts", "2", "--batch_size", "2",
                            "--num_inference_steps", "2", "--quiet"]) in (0, None)
-    [shard_file] = (tmp_path / "out" / "results").glob("*_tiny_pixart.npz")
+    assert extract.main([*COMMON, *out, "--prompt", "toy"]) in (0, None)
+    [shard] = (folder / "out" / "results").glob("*_tiny_pixart.npz")
+    [hrv] = (folder / "out" / "final_result").glob("category_vectors_*_tiny_pixart.npy")
+    return folder, shard, hrv
+
+
+def test_construction_runs_end_to_end(built):
+    _, shard_file, hrv = built
     shard = load_shard(shard_file)
     evaluations, num_heads, num_concepts = shard.counts.shape
     assert num_heads == 12 and shard.metadata["head_labels"][-1] == "block 2, head 3"
     assert (shard.counts.sum(-1) == 2).all()  # one vote per prompt, head and evaluation
-    assert extract.main([*common, "--prompt", "toy"]) in (0, None)
-    [hrv] = (tmp_path / "out" / "final_result").glob("category_vectors_*_tiny_pixart.npy")
     vectors = np.load(hrv)
     assert vectors.shape == (num_concepts, 12)
     np.testing.assert_allclose(vectors.sum(1), 12, rtol=1e-5)  # an HRV sums to the number of heads
+
+
+def test_sd_hrv_adjusting_runs_and_changes_the_image(built):
+    folder, _, hrv = built
+    out = folder / "adjust"
+    assert adjust.main([*COMMON, "--hrv", str(hrv), "--prompt", "a red circle", "--selected_token", "red",
+                        "--desired", "Color", "--undesired", "Shape", "--seeds", "1", "--n_inference_steps", "2",
+                        "--output_path", str(out), "--quiet"]) in (0, None)
+    [standard] = out.rglob("standard_sd/1.png")
+    [adjusted] = out.rglob("sd-hrv/1.png")
+    assert not np.array_equal(np.asarray(Image.open(standard)), np.asarray(Image.open(adjusted)))
+
+
+def test_ordered_weakening_and_visualization_run(built, monkeypatch):
+    folder, _, hrv = built
+    monkeypatch.chdir(folder)
+    assert weakening.main([*COMMON, "--hrv", str(hrv), "--concept", "Color", "--prompt", "a red circle",
+                           "--seeds", "1", "--heads_to_be_perturbed", "0", "2", "--n_inference_steps", "2",
+                           "--quiet"]) in (0, None)
+    assert len(list((folder / "ordered_weakening_analysis").rglob("*.png"))) == 4  # k = 0 and 2, two orders
+    assert visualize.main([*COMMON, "--hrv", str(hrv), "--output_dir", str(folder / "vis")]) in (0, None)
+    assert "block 0, head" in (folder / "vis" / "top_heads.md").read_text()
