@@ -83,9 +83,9 @@ def _not_available(card: str, what: str, error: Exception) -> ModelNotAvailableE
 
 def load_model_index(card: str) -> dict:
     """The pipeline's model_index.json (tells SD from SDXL)."""
+    local_only = check_card_files(card)  # fails in seconds when the files are nowhere and the hub is unreachable
     from diffusers import DiffusionPipeline
 
-    local_only = check_card_files(card)  # fails in seconds when the files are nowhere and the hub is unreachable
     try:
         return dict(DiffusionPipeline.load_config(card, local_files_only=local_only))
     except Exception as error:  # diffusers raises OSError/EnvironmentError/ValueError variants offline
@@ -100,15 +100,15 @@ def load_unet_config(card: str) -> dict:
     """The UNet config of a card, a local folder, or a path to a config.json file."""
     import json
 
-    from diffusers import UNet2DConditionModel
-
     path = Path(ALIASES.get(card, card))
     card = str(path) if card in ALIASES else card
     if path.is_file():
         return json.loads(path.read_text())
     if card in _tiny_models():
         return dict(_tiny_models()[card]().unet.config)
-    local_only = check_card_files(card)
+    local_only = check_card_files(card)  # before diffusers loads: no files and no hub fail in seconds
+    from diffusers import UNet2DConditionModel
+
     try:
         return dict(UNet2DConditionModel.load_config(card, subfolder="unet", local_files_only=local_only))
     except Exception as error:
@@ -159,10 +159,11 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
         if torch_dtype != torch.float32:
             pipe = pipe.to(dtype=torch_dtype)
     else:
+        local_only = check_card_files(card)  # before the pipelines load: no files and no hub fail in seconds
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         cls = StableDiffusionXLPipeline if is_sdxl_index(load_model_index(card)) else StableDiffusionPipeline
-        extra = {"local_files_only": check_card_files(card)}
+        extra = {"local_files_only": local_only}
         # The reference applies no watermark to SDXL images, and the SD 1.x safety checker is off.
         extra.update({"add_watermarker": False} if cls is StableDiffusionXLPipeline
                      else {"safety_checker": None, "requires_safety_checker": False})

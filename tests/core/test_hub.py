@@ -100,3 +100,13 @@ def test_clip_weights_not_cached_fail_within_5_s_without_HF_HUB_OFFLINE(no_netwo
     elapsed = time.perf_counter() - start
     assert "hf download laion/CLIP-ViT-H-14-laion2B-s32B-b79K" in str(error.value)
     assert elapsed < 5.0, f"took {elapsed:.1f} s (hub retries?)"
+
+
+def test_the_papers_clip_repo_is_open_clips():
+    """The paper's CLIP is checked without importing open_clip: its hub repo must be the one open_clip names."""
+    import open_clip
+
+    from hrv_diffusion.apps.clip import KNOWN_HUB_REPOS
+
+    for (model, tag), repo in KNOWN_HUB_REPOS.items():
+        assert open_clip.get_pretrained_cfg(model, tag)["hf_hub"] == repo
