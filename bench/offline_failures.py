@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,19 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "cli"))
-from doc_commands import doc_commands  # noqa: E402
+from doc_commands import copy_checkout, doc_commands  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "offline_failures_cpu"
-
-
-def copy_checkout(folder: Path) -> None:
-    """The checkout's scripts and data folders (not the package, which is installed) into ``folder``."""
-    skip = shutil.ignore_patterns(".*", "hrv_diffusion", "__pycache__", "*.egg-info")
-    for entry in ROOT.iterdir():
-        if entry.name.startswith(".") or entry.name == "hrv_diffusion" or entry.name.endswith(".egg-info"):
-            continue
-        (shutil.copytree(entry, folder / entry.name, ignore=skip) if entry.is_dir()
-         else shutil.copy2(entry, folder / entry.name))
 
 
 def argv_of(words: list[str]) -> list[str]:

@@ -1,8 +1,8 @@
 """Wall time of each command of the README's "Try it on the toy" block, exactly as written, on the CPU: the
 README's timing table.
 
-The block's command lines (read from README.md) run one after the other as fresh processes in one empty temporary
-folder (each may read what the ones before wrote: embeddings, votes, HRV files), offline; each one's wall time, exit
+The block's command lines (read from README.md) run one after the other as fresh processes in one copy of the
+checkout (each may read what the ones before wrote: embeddings, votes, HRV files), offline; each one's wall time, exit
 status and the 1-minute load average before and after are recorded, then ``python -m hrv_diffusion.cli.demo`` (the
 demo) in a folder of its own. Other programs slow them down: time on a quiet machine (load average near 0 before).
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "cli"))
+from doc_commands import copy_checkout  # noqa: E402
 from toy_commands import readme_commands  # noqa: E402  (the README block's lines, as the tests read them)
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "toy_timings_cpu"
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
     lines = readme_commands() + ([] if args.no_demo else [DEMO])
     records = []
     with tempfile.TemporaryDirectory() as block, tempfile.TemporaryDirectory() as demo:
+        copy_checkout(Path(block))  # the block runs from the checkout: a copy of it, so nothing is written there
         for line in lines:
             record = time_one(line, Path(demo if line == DEMO else block))
             if args.only is None or args.only in line:

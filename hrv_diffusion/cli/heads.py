@@ -68,8 +68,11 @@ def _looks_like_path(model: str) -> bool:
 def load_unet(model: str, config_only: bool):
     """The UNet whose heads we list: a meta-device one from the config, or the pipeline's own."""
     from hrv_diffusion.core.heads import unet_from_config
+    from hrv_diffusion.core.hub import BUILT_IN
     from hrv_diffusion.core.models import load_pipeline, load_unet_config
 
+    if model in BUILT_IN:  # a built-in name wins over a folder of that name (the checkout's toy/ scripts)
+        return load_pipeline(model).unet
     path = Path(model).expanduser()
     if _looks_like_path(model) and not path.exists():
         raise _UsageError(f"no such file or folder: {model}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,17 @@ def doc_commands() -> list[DocCommand]:
             for line in _lines(fence.group(1)):
                 found.append(DocCommand(doc.relative_to(REPO).as_posix(), line, in_block))
     return found
+
+
+def copy_checkout(folder: Path) -> Path:
+    """The checkout's scripts and data folders into ``folder`` (not the package, which is installed; no dot
+    folders): a user's working directory for the commands, without writing into the real checkout."""
+    skip = shutil.ignore_patterns(".*", "hrv_diffusion", "__pycache__", "*.egg-info")
+    for entry in REPO.iterdir():
+        if entry.name.startswith(".") or entry.name == "hrv_diffusion" or entry.name.endswith(".egg-info"):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, folder / entry.name, ignore=skip)
+        else:
+            shutil.copy2(entry, folder / entry.name)
+    return folder

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import time
 from unittest import mock
 
 import pytest
 from bad_inputs_run import run_case
-from doc_commands import REPO, doc_commands
+from doc_commands import copy_checkout, doc_commands
 
 COMMANDS = doc_commands()
 IDS = [f"{c.doc}:{' '.join(c.argv[:2])}:{i}" for i, c in enumerate(COMMANDS)]
@@ -23,17 +22,8 @@ SECONDS = 30  # in-process, imports already paid: far below the 27-49 s of hub r
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    """A copy of the checkout's data folders and scripts (the package itself stays installed), as a user's cwd."""
-    folder = tmp_path_factory.mktemp("checkout")
-    skip = shutil.ignore_patterns(".git", ".venv", "hrv_diffusion", "__pycache__", "*.egg-info", ".*")
-    for entry in REPO.iterdir():
-        if entry.name.startswith(".") or entry.name in ("hrv_diffusion",) or entry.name.endswith(".egg-info"):
-            continue
-        if entry.is_dir():
-            shutil.copytree(entry, folder / entry.name, ignore=skip)
-        else:
-            shutil.copy2(entry, folder / entry.name)
-    return folder
+    """A copy of the checkout's scripts and data folders (the package itself stays installed), as a user's cwd."""
+    return copy_checkout(tmp_path_factory.mktemp("checkout"))
 
 
 @pytest.fixture
