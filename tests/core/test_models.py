@@ -103,6 +103,10 @@ def test_model_version(tmp_path):
     assert model_version("tiny-sd") == "tiny_sd"
     assert model_version("tiny-sdxl") == "tiny_sdxl"
     assert model_version("tiny-sd2") == "tiny_sd2"
+    assert model_version("stabilityai/stable-diffusion-2-1") == "sd_v2_1"
+    assert model_version("stabilityai/stable-diffusion-2-1-base") == "sd_v2_1_base"
+    assert model_version("stabilityai/stable-diffusion-2") == "sd_v2"
+    assert model_version("stabilityai/stable-diffusion-2-base") == "sd_v2_base"
     folder = tmp_path / "My Model (v2.1)"
     folder.mkdir()
     assert model_version(str(folder)) == "my_model_v2_1"  # a local folder: its own name, sanitized
