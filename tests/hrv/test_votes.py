@@ -22,9 +22,14 @@ PROMPTS = ["a photo of a cat.", "a red car", "an oil painting of a castle", "a d
 STEPS = 3  # PNDM: 4 evaluations
 
 
+@pytest.fixture(scope="module", params=["tiny-sd", "tiny-sd2"])
+def card(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def pipe():
-    return load_pipeline("tiny-sd")
+def pipe(card):
+    return load_pipeline(card)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +104,8 @@ def reference_counts(pipe, embeddings, seed=22, epoch=1):
     return total.long().numpy()
 
 
-def settings(**kw):
-    base = dict(model_card="tiny-sd", model_version="tiny_sd", description="test", prompt="test",
+def settings(card="tiny-sd", **kw):
+    base = dict(model_card=card, model_version=card.replace("-", "_"), description="test", prompt="test",
                 num_inference_steps=STEPS, batch_size=3, checkpoint_every=1)
     return RelevanceSettings(**(base | kw))
 
@@ -108,12 +113,13 @@ def settings(**kw):
 META = {"concept_fingerprint": CONCEPTS.fingerprint(), "concept_names": list(CONCEPTS.names), "prompt_fingerprint": "x"}
 
 
-def test_fast_path_equals_plain_reference(pipe, embeddings, tmp_path):
-    [path] = run_relevance(pipe, settings(), CONCEPTS, embeddings, PROMPTS, list(range(len(PROMPTS))), META,
+def test_fast_path_equals_plain_reference(card, pipe, embeddings, tmp_path):
+    [path] = run_relevance(pipe, settings(card), CONCEPTS, embeddings, PROMPTS, list(range(len(PROMPTS))), META,
                            tmp_path, progress=False)
     shard = load_shard(path)
     expected = reference_counts(pipe, embeddings)
-    assert shard.counts.shape == expected.shape == (STEPS + 1, 22, 3)
-    assert (shard.counts.sum(-1) == len(PROMPTS)).all()
+    heads = head_layout(pipe.unet).num_heads  # tiny-sd 22, tiny-sd2 39
+    assert shard.counts.shape == expected.shape == (STEPS + 1, heads, 3)
+    assert (shard.counts.sum(-1) == len(PROMPTS)).all()  # one vote per prompt, evaluation and head
     np.testing.assert_array_equal(shard.counts, expected)
     assert sorted(shard.prompt_indices.tolist()) == [0, 1, 2, 3]
