@@ -123,3 +123,40 @@ def test_fast_path_equals_plain_reference(card, pipe, embeddings, tmp_path):
     assert (shard.counts.sum(-1) == len(PROMPTS)).all()  # one vote per prompt, evaluation and head
     np.testing.assert_array_equal(shard.counts, expected)
     assert sorted(shard.prompt_indices.tolist()) == [0, 1, 2, 3]
+
+
+def test_layers_that_upcast_attention_vote_in_float32_where_float16_scores_overflow():
+    """SD 2.1 (768-v) sets ``upcast_attention`` (its float16 scores can overflow), as tiny-sd2 does: the vote of such
+    a layer is computed in float32 from the float16 queries and bank keys, and equals a float64 computation even where
+    the float16 scores are infinite. tiny-sd's layers do not upcast."""
+    from hrv_diffusion.core.attention import UNetCall
+    from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank
+
+    sd = load_pipeline("tiny-sd").unet
+    assert WordBank(sd, head_layout(sd), torch.zeros(1, 77, 32), torch.tensor([3])).upcast == set()
+    fp32 = load_pipeline("tiny-sd2")
+    emb, lengths = encode_words(fp32, list(CONCEPTS.flat_words))
+    pipe = load_pipeline("tiny-sd2", dtype="float16")
+    layout = head_layout(pipe.unet)
+    bank = WordBank(pipe.unet, layout, emb, lengths)
+    assert bank.upcast == {layer.module_name for layer in layout.layers}
+    layer = layout.layers[-1]  # up, layer 8: 1 head of 16 channels
+    votes = RelevanceVotes(bank, layout, 1, CONCEPTS.num_concepts)
+    words = torch.tensor([[0, 4, 8]])  # dog, blue, cubist
+    choices = words[:, None, None, :].expand(1, 1, len(layout.layers), 3)  # (B, T, layers, C)
+    votes.set_choices(choices)
+    keys = bank.keys[layer.module_name]  # (R, h, d) float16
+    target = int(bank.tokens[4, 0])  # the row of "blue"
+    k = keys[target, 0].double()
+    query = (k * (2 * 65504 / float(k @ k))).clamp(-6e4, 6e4)  # q·k about 2 x the float16 maximum
+    query = torch.stack([query, -query]).half()[None, None]  # (B=1, h=1, N=2, d)
+    rows = torch.cat([torch.zeros(1, dtype=torch.long), bank.tokens[words[0]].flatten()])
+    assert torch.isinf(query[0, 0] @ keys[rows, 0].T).any()  # float16 scores overflow here
+    votes.observe(layer, UNetCall(0), query, None)
+
+    logits = query[0, 0].double() @ keys[rows, 0].double().T * 16 ** -0.5  # (N, L), float64
+    valid = bank.valid[words[0]].flatten()
+    logits[:, 1:][:, ~valid] = float("-inf")
+    probs = logits.softmax(-1).mean(0)[1:].view(3, -1) * bank.valid[words[0]]
+    expected = int((probs.sum(-1) / bank.n_words[words[0]]).argmax())
+    assert votes.counts[0, layer.offset].tolist() == [float(c == expected) for c in range(3)]
