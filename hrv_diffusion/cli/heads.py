@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", nargs="?", default=None,
-                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sd2 / tiny-sdxl")
+                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sd2 / "
+                        "tiny-sdxl")
     parser.add_argument("--model_card", default=None, help="MODEL as a flag, as in the other commands")
     parser.add_argument("--config-only", action="store_true",
                         help="build the UNet from its config alone on the meta device: no weights are read or "

@@ -147,7 +147,8 @@ _WARNED_RANDOM: set[str] = set()  # tiny models already announced in this proces
 
 
 def warn_random_weights(card: str) -> None:
-    """One line on stderr, once per process: ``tiny-sd``/``tiny-sd2``/``tiny-sdxl`` have random weights (silent under pytest)."""
+    """One line on stderr, once per process: ``tiny-sd``/``tiny-sd2``/``tiny-sdxl`` have random weights (silent
+    under pytest)."""
     if card in _WARNED_RANDOM or "PYTEST_CURRENT_TEST" in os.environ:
         return
     _WARNED_RANDOM.add(card)
