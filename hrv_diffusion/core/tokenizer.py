@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 BOS_ID, EOS_ID, VOCAB_SIZE = 49406, 49407, 49408
-OPENCLIP_PAD = "!"  # OpenCLIP pads with zeros, and id 0 is "!": SD 2.x's tokenizer and SDXL's tokenizer_2 pad with it
+OPENCLIP_PAD = "!"  # OpenCLIP pads with zeros and id 0 is "!": SD 2.x's tokenizer and SDXL's tokenizer_2 pad with it
 N_MERGES = 48894  # 49152 - 256 - 2, as in open_clip's SimpleTokenizer
 
 
