@@ -28,7 +28,7 @@ examples:
   hrv-heads /models/my-sdxl-folder                             # a local diffusers folder (weights loaded)
 
 MODEL is a hub id (used from the Hugging Face cache when offline), a local diffusers folder (with
-model_index.json), the path of a UNet config.json (always read without weights), or tiny-sd / tiny-sdxl.
+model_index.json), the path of a UNet config.json (always read without weights), or tiny-sd / tiny-sd2 / tiny-sdxl.
 Exit status: 0 on success, 2 when the model cannot be found or read.
 """
 
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", nargs="?", default=None,
-                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sdxl")
+                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sd2 / "
+                        "tiny-sdxl")
     parser.add_argument("--model_card", default=None, help="MODEL as a flag, as in the other commands")
     parser.add_argument("--config-only", action="store_true",
                         help="build the UNet from its config alone on the meta device: no weights are read or "

@@ -1,7 +1,8 @@
 """Loading the text-to-image pipeline that every script uses.
 
 ``load_pipeline(card)`` accepts a hub id (CompVis/stable-diffusion-v1-4, stabilityai/stable-diffusion-xl-base-1.0,
-other SD 1.x / 2.x / SDXL cards), a local diffusers folder, or a built-in tiny model name. It picks the SD or
+stabilityai/stable-diffusion-2-1 and the other SD 2.x cards of ``SD2_CARDS``, other SD 1.x / 2.x / SDXL cards), a
+local diffusers folder, or a built-in tiny model name. It picks the SD or
 SDXL pipeline from the model's own ``model_index.json`` and, by default, installs the paper's sampler.
 """
 from __future__ import annotations
@@ -18,10 +19,20 @@ from hrv_diffusion.core.hub import BUILT_IN, ModelNotAvailableError, check_card_
 from hrv_diffusion.errors import UserError
 
 
-# Names the reference uses in its file names; other cards get a sanitized name of their own.
+# SD 2.x (OpenCLIP ViT-H text encoder, 195 CA heads): 2.1 and 2.0 at 768 px (v-prediction), their -base at 512 px.
+SD2_CARDS = {
+    "stabilityai/stable-diffusion-2-1": "sd_v2_1",
+    "stabilityai/stable-diffusion-2-1-base": "sd_v2_1_base",
+    "stabilityai/stable-diffusion-2": "sd_v2",
+    "stabilityai/stable-diffusion-2-base": "sd_v2_base",
+}
+
+# Names in HRV file names: the reference's for its two models, ``SD2_CARDS``'s for SD 2.x; other cards get a
+# sanitized name of their own.
 MODEL_VERSIONS = {
     "CompVis/stable-diffusion-v1-4": "sd_v1_4",
     "stabilityai/stable-diffusion-xl-base-1.0": "sd_xl_base_1_0",
+    **SD2_CARDS,
 }
 
 
@@ -59,7 +70,8 @@ def paper_model_from_config(folder: str | Path) -> str | None:
 
 def model_version(card: str) -> str:
     """``sd_v1_4`` / ``sd_xl_base_1_0`` for the paper's models (hub ids, or local folders recognized by
-    ``paper_model_from_config``), else a file-name-safe form of the card (a local folder: its name)."""
+    ``paper_model_from_config``), ``sd_v2_1`` etc. for the SD 2.x hub ids, else a file-name-safe form of the card (a
+    local folder: its name; SD 2.0 and 2.1 share one UNet config, so a folder is not recognized by it)."""
     if card in MODEL_VERSIONS:
         return MODEL_VERSIONS[card]
     if card in ALIASES:
@@ -135,7 +147,8 @@ _WARNED_RANDOM: set[str] = set()  # tiny models already announced in this proces
 
 
 def warn_random_weights(card: str) -> None:
-    """One line on stderr, once per process: ``tiny-sd``/``tiny-sdxl`` have random weights (silent under pytest)."""
+    """One line on stderr, once per process: ``tiny-sd``/``tiny-sd2``/``tiny-sdxl`` have random weights (silent
+    under pytest)."""
     if card in _WARNED_RANDOM or "PYTEST_CURRENT_TEST" in os.environ:
         return
     _WARNED_RANDOM.add(card)
