@@ -31,9 +31,10 @@ def tf32_matmuls(enabled: bool = True):
         torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def compile_regions(unet, skip=()) -> list[str]:
+def compile_regions(unet, skip=(), layer_norms: bool = False) -> list[str]:
     """Names of the submodules ``compile_unet_regions`` compiles: outermost regions only, never cross-attention,
-    never a module named in ``skip`` (self-attention layers that controllers hook, e.g. Prompt-to-Prompt's)."""
+    never a module named in ``skip`` (self-attention layers that controllers hook, e.g. Prompt-to-Prompt's).
+    ``layer_norms``: the transformer blocks' layer norms too (otherwise eager)."""
     from diffusers.models.attention import FeedForward
     from diffusers.models.attention_processor import Attention
     from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
@@ -43,19 +44,21 @@ def compile_regions(unet, skip=()) -> list[str]:
         if any(name.startswith(region + ".") for region in names) or name in skip:
             continue
         if (isinstance(module, (ResnetBlock2D, FeedForward, Downsample2D, Upsample2D, torch.nn.GroupNorm))
+                or (layer_norms and isinstance(module, torch.nn.LayerNorm))
                 or (isinstance(module, Attention) and not module.is_cross_attention)):
             names.append(name)
     return names
 
 
 def compile_unet_regions(unet, channels_last: bool = True, mode: str | None = None, backend: str = "inductor",
-                         skip=()):
-    """Compile the non-cross-attention regions of ``unet`` in place, but the modules named in ``skip``; return it."""
+                         skip=(), layer_norms: bool = False):
+    """Compile the non-cross-attention regions of ``unet`` in place, but the modules named in ``skip``; return it.
+    ``layer_norms``: also the transformer blocks' layer norms (see ``compile_regions``)."""
     if channels_last:
         unet.to(memory_format=torch.channels_last)
     # Blocks of the same code at different widths each compile once; allow enough versions.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     modules = dict(unet.named_modules())
-    for name in compile_regions(unet, set(skip)):
+    for name in compile_regions(unet, set(skip), layer_norms):
         modules[name].compile(mode=mode, backend=backend)
     return unet
