@@ -18,6 +18,10 @@ ones go first):
   compiled_plain   the same compiled UNet through our loop without votes: what the votes cost when compiled
   compiled_ln      ``compiled`` with the transformer blocks' layer norms compiled too
   cudnn            the last compiled setting with cuDNN attention first (SDPA priority)
+  blocks           a fresh pipeline, ``compile_unet_blocks``: every transformer model compiled whole, its
+                   cross-attention modules left eager through graph breaks, the rest as ``compiled``
+  whole            a fresh pipeline, ``compile_unet_blocks(whole=True)``: the UNet's forward compiled whole but
+                   the cross-attention modules
 
 ``--profile``: one batch of the last variant, 2 PNDM steps (3 evaluations), under torch.profiler: GPU-busy time
 against wall time (what CUDA graphs could remove at most) and the top kernels by GPU time.
@@ -47,7 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_hrv import hrv_run, random_pipeline, timed  # noqa: E402
 from hrv_diffusion.core.attention import Controller  # noqa: E402
 from hrv_diffusion.core.loop import decode_latents, generate, num_evaluations, seed_latents  # noqa: E402
-from hrv_diffusion.core.speed import compile_unet_regions  # noqa: E402
+from hrv_diffusion.core.speed import compile_unet_blocks, compile_unet_regions  # noqa: E402
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
 from hrv_diffusion.hrv.embeddings import TextEmbeddings, encode_words  # noqa: E402
 from hrv_diffusion.hrv.prompts import load_prompts  # noqa: E402
@@ -239,19 +243,26 @@ def main():
             layer_norms = True
         if name == "cudnn":
             context = cudnn_first
+        if name in ("blocks", "whole") and compiled != name:
+            del pipe
+            torch.cuda.empty_cache()
+            pipe = random_pipeline(args.model, torch.float16, "cuda", init_device=init)  # the same seeded weights
+            compile_unet_blocks(pipe.unet, whole=name == "whole")
+            compiled, layer_norms = name, False
         warm = prompts[: batch]
         if name == "plain":
             fn = lambda ps: plain_run(pipe, ps, batch)  # noqa: E731
         elif name == "compiled_plain":
             fn = lambda ps: loop_run(pipe, ps, batch)  # noqa: E731
         else:
-            fn = lambda ps: hrv_run(pipe, concepts, te, ps, batch, "float16", results, compile=compiled)  # noqa: E731
+            fn = lambda ps: hrv_run(pipe, concepts, te, ps, batch, "float16", results, compile=bool(compiled))  # noqa: E731
         with context():
             warm_s, _ = timed(lambda: fn(warm))
             torch.cuda.reset_peak_memory_stats()
             seconds, counts = timed(lambda: fn(timed_prompts))
+        how = compiled if isinstance(compiled, str) else ("regions" if compiled else False)
         entry = {"batch": batch, "s_per_prompt": seconds / len(timed_prompts), "warmup_s": warm_s,
-                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "compiled_unet": compiled,
+                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "compiled_unet": how,
                  "layer_norms_compiled": layer_norms}
         if counts is not None:
             if baseline is None and compiled:
@@ -267,7 +278,7 @@ def main():
         save()
     if args.profile:
         try:
-            report["profile"] = profile(pipe, concepts, te, prompts, batch, results, compiled, out.parent)
+            report["profile"] = profile(pipe, concepts, te, prompts, batch, results, bool(compiled), out.parent)
         except Exception as error:  # the timings above are kept
             report["profile"] = {"error": repr(error)}
         print("profile", json.dumps({k: v for k, v in report["profile"].items() if k != "top_kernels"}), flush=True)
