@@ -95,3 +95,33 @@ def test_compiled_blocks_keep_the_weakened_generation():
         assert (compiled - generate(factor=1.0)).abs().max() > 1e-2  # the weakening still acts
         assert counters["stats"]["unique_graphs"] == graphs  # the step index and factors did not recompile
         torch._dynamo.reset()
+
+
+def test_compiled_whole_unet_keeps_the_hrv_votes():
+    """HRV construction's --compile (the whole forward, cross-attention layers eager): the same vote counts as the
+    eager UNet on the tiny model, and the cross-attention modules are the graph breaks."""
+    from hrv_diffusion.core.speed import compile_unet_blocks
+    from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
+    from hrv_diffusion.hrv.embeddings import encode_words
+    from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, sample_words
+
+    pipe = load_pipeline("tiny-sd")
+    concepts = read_concept_set(resolve_description("340_final_text_descriptions"))
+    layout = head_layout(pipe.unet)
+    bank = WordBank(pipe.unet, layout, *encode_words(pipe, list(concepts.flat_words)))
+    latents = torch.randn((2, 4, 16, 16), generator=torch.Generator().manual_seed(0))
+    choices = torch.stack([sample_words(concepts.word_counts, 4, len(layout.layers), torch.Generator().manual_seed(i))
+                           for i in range(2)])  # (B, T, layers, C)
+
+    def counts():
+        votes = RelevanceVotes(bank, layout, 4, concepts.num_concepts)
+        votes.set_choices(choices)
+        denoise(pipe, ["a cat", "a dog"], latents, num_inference_steps=3, controllers=[votes])
+        return votes.counts
+
+    eager = counts()
+    compile_unet_blocks(pipe.unet, backend="eager", whole=True)
+    modules = dict(pipe.unet.named_modules())
+    assert all(hasattr(modules[layer.module_name].forward, "_torchdynamo_disable") for layer in layout.layers)
+    assert torch.equal(counts(), eager) and eager.sum() == 4 * layout.num_heads * 2
+    torch._dynamo.reset()
