@@ -39,12 +39,32 @@ CLIP_BIGG = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
                  projection_dim=1280, hidden_act="gelu")
 
 
-def random_pipeline(model: str, dtype: torch.dtype, device: str):
-    """SD v1.4 or SDXL base 1.0 with their real configs and random (seeded) weights."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+def random_pipeline(model: str, dtype: torch.dtype, device: str, init_device: str | None = None):
+    """SD v1.4 or SDXL base 1.0 with their real configs and random (seeded) weights. ``init_device="cuda"``
+    draws the weights on the GPU (seconds instead of minutes for SDXL; other random values than on the CPU)."""
+    import contextlib
+
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     torch.manual_seed(0)
+    with torch.device(init_device) if init_device else contextlib.nullcontext():
+        unet, vae, encoders = _random_modules(model)
+    if model == "sd":
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=encoders[0], tokenizer=clip_tokenizer(),
+                                       unet=unet, scheduler=paper_scheduler({}), safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+    else:
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=encoders[0], text_encoder_2=encoders[1],
+                                         tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer("!"), unet=unet,
+                                         scheduler=paper_scheduler({}), force_zeros_for_empty_prompt=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device=device, dtype=dtype)
+
+
+def _random_modules(model: str):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
     unet_config = json.loads((ROOT / "tests/configs" / ("sd_v1_4_unet.json" if model == "sd" else "sdxl_base_1_0_unet.json")).read_text())
     unet = UNet2DConditionModel.from_config(unet_config)
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
@@ -53,16 +73,8 @@ def random_pipeline(model: str, dtype: torch.dtype, device: str):
     text = lambda cfg, cls: cls(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406,
                                                eos_token_id=49407, **cfg)).eval()
     if model == "sd":
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text(CLIP_L, CLIPTextModel), tokenizer=clip_tokenizer(),
-                                       unet=unet, scheduler=paper_scheduler({}), safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
-    else:
-        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text(CLIP_L, CLIPTextModel),
-                                         text_encoder_2=text(CLIP_BIGG, CLIPTextModelWithProjection),
-                                         tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer("!"), unet=unet,
-                                         scheduler=paper_scheduler({}), force_zeros_for_empty_prompt=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
+        return unet, vae, (text(CLIP_L, CLIPTextModel),)
+    return unet, vae, (text(CLIP_L, CLIPTextModel), text(CLIP_BIGG, CLIPTextModelWithProjection))
 
 
 def timed(fn):

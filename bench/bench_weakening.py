@@ -3,7 +3,7 @@
 Ours: fp16, the (order, k, seed) images of a prompt in even batched pipeline calls with per-sample head masks;
 images with the same head set (k = 0 under both orders, k = 128 top and bottom) are generated once and written to
 every path; VAE decode, uint8 conversion and PNG writing included. Measured eager, then with ``--compile``
-(UNet regions compiled), in one process. The reference way: one fp32 image per pipeline call with
+(UNet regions compiled; ``--compile_modes`` adds larger compiled regions), in one process. The reference way: one fp32 image per pipeline call with
 explicit (non-fused) attention in every layer and the weakening applied to explicit probabilities, as SNU-DRL/HRV's
 monkeypatched forward does, cuDNN defaults. The experiment's unit is the reference's: 15 k x 2 orders x 3 seeds = 90
 images per prompt.
@@ -97,11 +97,14 @@ def main():
     p.add_argument("--batch", type=int, default=84, help="at most this many images per call (84: a prompt per call)")
     p.add_argument("--reference_images", type=int, default=3)
     p.add_argument("--only_compiled", action="store_true", help="skip the phase timings and the eager run")
+    p.add_argument("--compile_modes", default="regions",
+                   help="comma-separated: regions (compile_unet_regions), whole (compile_unet_blocks(whole=True)), "
+                        "blocks (compile_unet_blocks); each after the first on a fresh pipeline")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     from diffusers.models.attention_processor import AttnProcessor
 
-    from hrv_diffusion.core.speed import compile_unet_regions
+    from hrv_diffusion.core.speed import compile_unet_blocks, compile_unet_regions
 
     prompts = build_prompts(experiment(5))[: args.prompts]
     heads = HrvHeads(np.random.default_rng(0).random(128))
@@ -111,7 +114,7 @@ def main():
               "k_list": K_LIST, "seeds": SEEDS, "images_per_prompt": per_prompt,
               "images_generated_per_prompt": len(plan_renders(jobs, heads)), "prompts": len(prompts), "batch": args.batch}
     print(json.dumps(report), flush=True)
-    pipe = random_pipeline("sd", torch.float32, "cuda")  # same seeded weights as the fp16 one
+    pipe = random_pipeline("sd", torch.float32, "cuda", init_device="cuda")  # same seeded weights as the fp16 one
     pipe.unet.set_attn_processor(AttnProcessor())  # explicit attention everywhere
     layout = head_layout(pipe.unet)
     tokens = weakened_tokens(pipe.tokenizer, prompts[0])[None]
@@ -137,7 +140,7 @@ def main():
     del pipe
     torch.cuda.empty_cache()
 
-    pipe = random_pipeline("sd", torch.float16, "cuda")
+    pipe = random_pipeline("sd", torch.float16, "cuda", init_device="cuda")
     renders = plan_renders(jobs, heads)[:42]
 
     def masks():
@@ -151,13 +154,25 @@ def main():
         phases(pipe, prompts[0], renders, masks, report, "phases_eager")
         experiment_run(pipe, prompts, heads, jobs, args.batch, tmp / "eager", report, "eager")
         save(report, args.out)
-    compile_start = time.perf_counter()
-    compile_unet_regions(pipe.unet)
-    experiment_run(pipe, prompts, heads, jobs, args.batch, tmp / "compiled", report, "compiled")
-    report["compiled"]["warm_up_and_compile_s"] = time.perf_counter() - compile_start - report["compiled"]["seconds"]
-    save(report, args.out)
+    keys = [] if args.only_compiled else ["eager"]
+    for n, mode in enumerate(args.compile_modes.split(",")):
+        key = "compiled" if mode == "regions" else f"compiled_{mode}"
+        if n:
+            del pipe
+            torch.cuda.empty_cache()
+            pipe = random_pipeline("sd", torch.float16, "cuda", init_device="cuda")
+        compile_start = time.perf_counter()
+        if mode == "regions":
+            compile_unet_regions(pipe.unet)
+        else:
+            compile_unet_blocks(pipe.unet, whole=mode == "whole")
+        experiment_run(pipe, prompts, heads, jobs, args.batch, tmp / key, report, key)
+        report[key]["warm_up_and_compile_s"] = time.perf_counter() - compile_start - report[key]["seconds"]
+        report[key]["speedup"] = report[key]["images_written_per_s"] * ref
+        keys.append(key)
+        save(report, args.out)
 
-    for key in ("eager", "compiled")[args.only_compiled:]:
+    for key in keys:
         report[key]["speedup"] = report[key]["images_written_per_s"] * ref
     print(json.dumps(report, indent=1), flush=True)
     save(report, args.out)

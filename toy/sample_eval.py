@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     p.add_argument("--grid", help="write the images as one PNG grid here")
     args = p.parse_args(argv)
     check_outputs(args)  # an --out that is a file (a folder): one line, before the model loads
+    from hrv_diffusion.core.hub import check_card_files
+
+    check_card_files(args.model)  # a missing folder or download: one line at once, before torch loads
 
     import torch
 

@@ -34,14 +34,26 @@ def _looks_like_path(value: str) -> bool:
     return os.sep in value or "/" in value or value.endswith((".bin", ".pt", ".pth", ".safetensors"))
 
 
-def _weights_help(model_name: str, pretrained: str | None, cause: str) -> str:
-    hub = ""
+# open_clip's ``hf_hub`` entry of the paper's CLIP, so that its check needs no import of open_clip (seconds);
+# tests/core/test_hub.py checks it against open_clip's own table.
+KNOWN_HUB_REPOS = {("ViT-H-14", "laion2b_s32b_b79k"): "laion/CLIP-ViT-H-14-laion2B-s32B-b79K/"}
+
+
+def _hub_entry(model_name: str, pretrained: str | None) -> str:
+    """open_clip's ``hf_hub`` entry of a tag (``org/repo/``), "" for none or an unknown model or tag; the paper's
+    CLIP from ``KNOWN_HUB_REPOS``, without importing open_clip (seconds)."""
+    if (model_name, pretrained) in KNOWN_HUB_REPOS:
+        return KNOWN_HUB_REPOS[model_name, pretrained]
     try:
         import open_clip
 
-        hub = (open_clip.get_pretrained_cfg(model_name, pretrained or "") or {}).get("hf_hub", "").rstrip("/")
-    except Exception:  # noqa: BLE001 - only used to improve the message
-        pass
+        return (open_clip.get_pretrained_cfg(model_name, pretrained or "") or {}).get("hf_hub", "")
+    except Exception:  # noqa: BLE001 - an unknown model or tag is open_clip's to report
+        return ""
+
+
+def _weights_help(model_name: str, pretrained: str | None, cause: str) -> str:
+    hub = _hub_entry(model_name, pretrained).rstrip("/")
     where = f" (Hugging Face repo {hub})" if hub else ""
     fetch = (f"`hf download {_hub_repo(hub)[0]}`" if hub else
              f"`python -c \"import open_clip; open_clip.create_model_and_transforms('{model_name}', "
@@ -70,13 +82,9 @@ def check_clip_weights(model_name: str, pretrained: str | None, cache_dir: str |
     not in the Hugging Face cache and the hub cannot be reached (``core.hub.hub_reachable``)."""
     if not pretrained or _looks_like_path(pretrained):
         return
-    try:
-        import open_clip
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        hub = (open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("hf_hub", "")
-    except Exception:  # noqa: BLE001 - an unknown model or tag is open_clip's to report
-        return
+    hub = _hub_entry(model_name, pretrained)
     if not hub:
         return
     from hrv_diffusion.core.hub import hub_reachable, why_unreachable
@@ -129,16 +137,16 @@ class ClipScorer:
 
     def __init__(self, model_name: str = "ViT-H-14", pretrained: str | None = "laion2b_s32b_b79k",
                  device: str | None = None, batch_size: int = 32, cache_dir: str | None = None):
+        device = _checked_device(device)
+        pretrained = os.fspath(pretrained) if pretrained else None
+        if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
+            raise ClipWeightsUnavailable(_weights_help(model_name, pretrained, f"no file {pretrained}"))
+        check_clip_weights(model_name, pretrained, cache_dir)  # the paper's CLIP: before open_clip's slow import
         try:
             import open_clip
         except ImportError as error:
             raise ImportError("ClipScorer needs open_clip: pip install 'hrv-diffusion[clip]' "
                               "(open_clip_torch and torchvision)") from error
-        device = _checked_device(device)
-        pretrained = os.fspath(pretrained) if pretrained else None
-        if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
-            raise ClipWeightsUnavailable(_weights_help(model_name, pretrained, f"no file {pretrained}"))
-        check_clip_weights(model_name, pretrained, cache_dir)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, precision="fp32", device=device, cache_dir=cache_dir)

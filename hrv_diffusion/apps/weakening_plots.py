@@ -40,7 +40,8 @@ def plot_weakening_curves(summary, concept: str, path_png, path_pdf=None, drop_k
     (``y_limits``), so scores that differ by 1e-4 are drawn flat.
 
     Caption: the curves mean something only for a trained model with its HRV (SD v1.4, SDXL, the toy); the tiny
-    random-weight models (tiny-sd, tiny-sdxl, tiny-pixart) exercise the code, and their curves are meaningless.
+    random-weight models (tiny-sd, tiny-sd2, tiny-sdxl, tiny-pixart) exercise the code, and their curves are
+    meaningless.
     """
     import matplotlib
 

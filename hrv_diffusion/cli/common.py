@@ -20,6 +20,10 @@ USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADi
 def run_cli(run, args) -> int:
     """Check the output paths of ``args`` (``check_outputs``) and ``args.model_card``'s name if there is one
     (``hub.check_card_name``), call ``run(args)``; return its exit status, 2 after a user error, 130 after Ctrl-C."""
+    import warnings
+
+    # diffusers passes huggingface_hub a deprecated argument on every load: noise above our one-line messages
+    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
     try:
         check_outputs(args)  # an output folder that is a file fails here, before any model loads
         if getattr(args, "model_card", None):  # a typo or a missing folder fails here, before anything else

@@ -91,12 +91,18 @@ class RunContext:
         return load_pipeline(self.card, dtype=self.dtype, device=self.device,
                              scheduler=_flag(self.args, "scheduler", "pndm"))
 
-    def compile(self, skip=()) -> None:
-        """``--compile``: compile every UNet region but the cross-attention layers and the modules ``skip``."""
+    def compile(self, skip=(), whole: bool = False) -> None:
+        """``--compile``: compile every UNet region but the cross-attention layers and the modules ``skip``;
+        ``whole``: the UNet's forward as one, the cross-attention layers left eager (``compile_unet_blocks``)."""
         if _flag(self.args, "compile"):
-            from hrv_diffusion.core.speed import compile_unet_regions
+            from hrv_diffusion.core.speed import compile_unet_blocks, compile_unet_regions
 
-            compile_unet_regions(self.pipe.unet, skip=list(skip))
+            if whole and skip:
+                raise ValueError("compile(whole=True) leaves only the cross-attention layers eager: no skip")
+            if whole:
+                compile_unet_blocks(self.pipe.unet, whole=True)
+            else:
+                compile_unet_regions(self.pipe.unet, skip=list(skip))
 
     @cached_property
     def layout(self):

@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="hrv-demo", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--output_dir", type=output_folder, default="demo_output", help="folder for every output (created)")
     p.add_argument("--model_card", default="toy",
-                   help="toy (the built-in trained toy model), tiny-sd or tiny-sdxl (random weights: machinery only), "
-                        "or a diffusers folder")
+                   help="toy (the built-in trained toy model), tiny-sd, tiny-sd2 or tiny-sdxl (random weights: "
+                        "machinery only), or a diffusers folder")
     p.add_argument("--prompts", type=positive_int, default=64, help="how many prompts of the list (the first N)")
     p.add_argument("--batch_size", type=positive_int, default=16, help="prompts per pipeline call")
     p.add_argument("--workers", type=positive_int, default=None,

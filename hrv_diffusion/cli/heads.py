@@ -31,7 +31,7 @@ examples:
   hrv-heads /models/my-sdxl-folder                             # a local diffusers folder (weights loaded)
 
 MODEL is a hub id (used from the Hugging Face cache when offline), a local diffusers folder (with
-model_index.json), the path of a UNet config.json (always read without weights), or tiny-sd / tiny-sdxl /
+model_index.json), the path of a UNet config.json (always read without weights), or tiny-sd / tiny-sd2 / tiny-sdxl /
 tiny-pixart. PixArt-α/Σ (PixArt-alpha/PixArt-XL-2-1024-MS, PixArt-alpha/PixArt-Sigma-XL-2-1024-MS) list their
 transformer blocks in order, labelled "block 12, head 3".
 Exit status: 0 on success, 2 when the model cannot be found or read.
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", nargs="?", default=None,
-                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sdxl / "
-                        "tiny-pixart")
+                        help="hub id, local diffusers folder, path to a UNet config.json, or toy / tiny-sd / tiny-sd2 / "
+                        "tiny-sdxl / tiny-pixart")
     parser.add_argument("--model_card", default=None, help="MODEL as a flag, as in the other commands")
     parser.add_argument("--config-only", action="store_true",
                         help="build the UNet from its config alone on the meta device: no weights are read or "
@@ -76,10 +76,13 @@ def load_unet(model: str, config_only: bool):
     PixArt transformer; the real PixArt-α/Σ cards build from the configs written in ``core/families/pixart``)."""
     from hrv_diffusion.core.families import denoiser, pixart
     from hrv_diffusion.core.heads import unet_from_config
+    from hrv_diffusion.core.hub import BUILT_IN
     from hrv_diffusion.core.models import load_pipeline, load_unet_config
 
     if config_only and model in pixart.CONFIGS:
         return pixart.from_config(pixart.CONFIGS[model])
+    if model in BUILT_IN:  # a built-in name wins over a folder of that name (the checkout's toy/ scripts)
+        return denoiser(load_pipeline(model))
     path = Path(model).expanduser()
     if _looks_like_path(model) and not path.exists():
         raise _UsageError(f"no such file or folder: {model}")

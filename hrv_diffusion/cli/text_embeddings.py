@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="concept set: a file path, or a NAME looked up as descriptions/NAME.txt|.csv in the "
                              "current directory, then in the project's descriptions/ folder")
     parser.add_argument("--model_card", default=SD_CARD,
-                        help="hub id (from the local cache), local diffusers folder, or tiny-sd / tiny-sdxl")
+                        help="hub id (from the local cache), local diffusers folder, or tiny-sd / tiny-sd2 / tiny-sdxl")
     parser.add_argument("--gpu_num", type=nonnegative_int, default=0, help="use cuda:GPU_NUM when CUDA is available")
     parser.add_argument("--device", default=None, help="torch device (e.g. cpu, cuda:1); overrides --gpu_num")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),

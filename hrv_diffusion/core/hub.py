@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hrv_diffusion.errors import UserError
 
-BUILT_IN = ("toy", "tiny-sd", "tiny-sdxl", "tiny-pixart")
+BUILT_IN = ("toy", "tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-pixart")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REACH_TIMEOUT = 2.0  # seconds
 DEFAULT_ENDPOINT = "https://huggingface.co"

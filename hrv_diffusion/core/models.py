@@ -1,7 +1,8 @@
 """Loading the text-to-image pipeline that every script uses.
 
 ``load_pipeline(card)`` accepts a hub id (CompVis/stable-diffusion-v1-4, stabilityai/stable-diffusion-xl-base-1.0,
-other SD 1.x / 2.x / SDXL cards), a local diffusers folder, or a built-in tiny model name. It picks the SD or
+stabilityai/stable-diffusion-2-1 and the other SD 2.x cards of ``SD2_CARDS``, other SD 1.x / 2.x / SDXL cards), a
+local diffusers folder, or a built-in tiny model name. It picks the SD or
 SDXL pipeline from the model's own ``model_index.json`` and, by default, installs the paper's sampler.
 """
 from __future__ import annotations
@@ -18,10 +19,20 @@ from hrv_diffusion.core.hub import BUILT_IN, ModelNotAvailableError, check_card_
 from hrv_diffusion.errors import UserError
 
 
-# Names the reference uses in its file names; other cards get a sanitized name of their own.
+# SD 2.x (OpenCLIP ViT-H text encoder, 195 CA heads): 2.1 and 2.0 at 768 px (v-prediction), their -base at 512 px.
+SD2_CARDS = {
+    "stabilityai/stable-diffusion-2-1": "sd_v2_1",
+    "stabilityai/stable-diffusion-2-1-base": "sd_v2_1_base",
+    "stabilityai/stable-diffusion-2": "sd_v2",
+    "stabilityai/stable-diffusion-2-base": "sd_v2_base",
+}
+
+# Names in HRV file names: the reference's for its two models, ``SD2_CARDS``'s for SD 2.x; other cards get a
+# sanitized name of their own.
 MODEL_VERSIONS = {
     "CompVis/stable-diffusion-v1-4": "sd_v1_4",
     "stabilityai/stable-diffusion-xl-base-1.0": "sd_xl_base_1_0",
+    **SD2_CARDS,
 }
 
 
@@ -62,7 +73,8 @@ def paper_model_from_config(folder: str | Path) -> str | None:
 
 def model_version(card: str) -> str:
     """``sd_v1_4`` / ``sd_xl_base_1_0`` for the paper's models (hub ids, or local folders recognized by
-    ``paper_model_from_config``), else a file-name-safe form of the card (a local folder: its name)."""
+    ``paper_model_from_config``), ``sd_v2_1`` etc. for the SD 2.x hub ids, else a file-name-safe form of the card (a
+    local folder: its name; SD 2.0 and 2.1 share one UNet config, so a folder is not recognized by it)."""
     if card in MODEL_VERSIONS:
         return MODEL_VERSIONS[card]
     if card in ALIASES:
@@ -86,9 +98,9 @@ def _not_available(card: str, what: str, error: Exception) -> ModelNotAvailableE
 
 def load_model_index(card: str) -> dict:
     """The pipeline's model_index.json (tells SD from SDXL)."""
+    local_only = check_card_files(card)  # fails in seconds when the files are nowhere and the hub is unreachable
     from diffusers import DiffusionPipeline
 
-    local_only = check_card_files(card)  # fails in seconds when the files are nowhere and the hub is unreachable
     try:
         return dict(DiffusionPipeline.load_config(card, local_files_only=local_only))
     except Exception as error:  # diffusers raises OSError/EnvironmentError/ValueError variants offline
@@ -103,8 +115,6 @@ def load_unet_config(card: str) -> dict:
     """The UNet config of a card, a local folder, or a path to a config.json file."""
     import json
 
-    from diffusers import UNet2DConditionModel
-
     path = Path(ALIASES.get(card, card))
     card = str(path) if card in ALIASES else card
     if path.is_file():
@@ -112,7 +122,9 @@ def load_unet_config(card: str) -> dict:
     if card in _tiny_models():
         pipe = _tiny_models()[card]()
         return dict((getattr(pipe, "unet", None) or pipe.transformer).config)  # the UNet's, or PixArt's transformer's
-    local_only = check_card_files(card)
+    local_only = check_card_files(card)  # before diffusers loads: no files and no hub fail in seconds
+    from diffusers import UNet2DConditionModel
+
     try:
         subfolder = "transformer" if (path / "transformer" / "config.json").is_file() else "unet"  # PixArt's
         return dict(UNet2DConditionModel.load_config(card, subfolder=subfolder, local_files_only=local_only))
@@ -140,7 +152,8 @@ _WARNED_RANDOM: set[str] = set()  # tiny models already announced in this proces
 
 
 def warn_random_weights(card: str) -> None:
-    """One line on stderr, once per process: ``tiny-sd``/``tiny-sdxl`` have random weights (silent under pytest)."""
+    """One line on stderr, once per process: ``tiny-sd``/``tiny-sd2``/``tiny-sdxl`` have random weights (silent
+    under pytest)."""
     if card in _WARNED_RANDOM or "PYTEST_CURRENT_TEST" in os.environ:
         return
     _WARNED_RANDOM.add(card)
@@ -165,11 +178,12 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
         if torch_dtype != torch.float32:
             pipe = pipe.to(dtype=torch_dtype)
     else:
+        local_only = check_card_files(card)  # before the pipelines load: no files and no hub fail in seconds
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         index = load_model_index(card)
         cls = StableDiffusionXLPipeline if is_sdxl_index(index) else StableDiffusionPipeline
-        extra = {"local_files_only": check_card_files(card)}
+        extra = {"local_files_only": local_only}
         # The reference applies no watermark to SDXL images, and the SD 1.x safety checker is off.
         extra.update({"add_watermarker": False} if cls is StableDiffusionXLPipeline
                      else {"safety_checker": None, "requires_safety_checker": False})

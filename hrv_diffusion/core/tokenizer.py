@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 BOS_ID, EOS_ID, VOCAB_SIZE = 49406, 49407, 49408
+OPENCLIP_PAD = "!"  # OpenCLIP pads with zeros and id 0 is "!": SD 2.x's tokenizer and SDXL's tokenizer_2 pad with it
 N_MERGES = 48894  # 49152 - 256 - 2, as in open_clip's SimpleTokenizer
 
 
@@ -66,7 +67,8 @@ def clip_vocab_files() -> tuple[str, str]:
 
 
 def clip_tokenizer(pad_token: str = "<|endoftext|>"):
-    """A ``CLIPTokenizer`` with the real OpenAI ids. SD 1.x pads with <|endoftext|>; SDXL's tokenizer_2 with "!"."""
+    """A ``CLIPTokenizer`` with the real OpenAI ids. SD 1.x pads with <|endoftext|>; SD 2.x's tokenizer (OpenCLIP
+    ViT-H) and SDXL's tokenizer_2 (OpenCLIP bigG) with ``OPENCLIP_PAD`` ("!", id 0)."""
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocab_files()

@@ -30,6 +30,8 @@ class WordBank:
     causal; PixArt: the empty prompt's ``</s>``); the other rows are the word tokens of all words, packed.
     ``tokens[w, i]`` is the bank row of word w's i-th token. The keys come through the layer's own key path, as
     the model's family computes them (UNet: ``to_k``; PixArt: ``to_k`` of ``caption_projection``).
+    ``upcast``: the layers whose module asks for float32 scores (``upcast_attention``: SD 2.x 768-v, whose float16
+    scores can overflow); their votes are computed in float32 whatever the model's dtype.
     """
 
     def __init__(self, unet, layout: HeadLayout, embeddings: torch.Tensor, token_lengths: torch.Tensor):
@@ -53,6 +55,8 @@ class WordBank:
             for layer in layout.layers:
                 key = family.bank_keys(model, layer, packed)  # (R, h * d): the layer's own key path
                 self.keys[layer.module_name] = key.view(len(packed), layer.heads, -1)
+        self.upcast = {layer.module_name for layer in layout.layers
+                       if getattr(model.get_submodule(layer.module_name), "upcast_attention", False)}
         self.tokens = tokens.to(param.device)  # (W, n_max)
         self.valid = (torch.arange(n_max)[None] < n_words[:, None]).to(param.device)  # (W, n_max)
         self.n_words = n_words.to(param.device)  # (W,)
@@ -85,6 +89,8 @@ class RelevanceVotes(Controller):
         tokens, valid = self.bank.tokens[words], self.bank.valid[words]  # (B, C, n_max)
         keys = torch.cat([bank[:1].expand(batch, 1, heads, head_dim), bank[tokens.flatten(1)]], dim=1)  # (B, L, h, d), L = 1 + C * n_max
         keep = torch.cat([valid.new_ones(batch, 1), valid.flatten(1)], dim=1)  # (B, L)
+        if layer.module_name in self.bank.upcast:  # no-op in float32
+            query, keys = query.float(), keys.float()
         votes = self.head_votes(query, keys, keep, valid, self.bank.n_words[words])  # (B, h)
         block = self.counts[call.step, layer.offset : layer.offset + heads]  # (h, C) view
         block.scatter_add_(1, votes.T, torch.ones_like(votes.T, dtype=block.dtype))

@@ -27,7 +27,7 @@ CONCEPTS = ("Color", "Plants", "Shape")
 
 @pytest.fixture(scope="module")
 def pipes():
-    return {name: load_pipeline(name) for name in ("tiny-sd", "tiny-sdxl")}
+    return {name: load_pipeline(name) for name in ("tiny-sd", "tiny-sd2", "tiny-sdxl")}
 
 
 def synthetic_hrv(pipe, seed=0, ones=False) -> HRV:
@@ -111,7 +111,7 @@ def reference_latents(pipe, prompts, seeds, rows, steps=STEPS):
 
 # ------------------------------------------------------------------------------------------------ against it
 
-@pytest.mark.parametrize("name,clamp", [("tiny-sd", None), ("tiny-sdxl", 9.0)])
+@pytest.mark.parametrize("name,clamp", [("tiny-sd", None), ("tiny-sd2", None), ("tiny-sdxl", 9.0)])
 def test_sd_hrv_matches_the_reference(pipes, name, clamp):
     """Batch [standard p1, standard p2, adjusted p1, adjusted p2]: p1 the paper's 2·d − u on a hyphenated word
     (all of its pieces), p2 another word and a three-concept combination in a window; SDXL clamped at 9."""
@@ -148,7 +148,7 @@ def test_renormalization_matches_the_reference(pipes):
 
 # ------------------------------------------------------------------------------------------------ equalities
 
-@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd2", "tiny-sdxl"])
 def test_factor_of_ones_is_plain_generation_bit_for_bit(pipes, name):
     pipe = pipes[name]
     ones = synthetic_hrv(pipe, ones=True)

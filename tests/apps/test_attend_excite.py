@@ -73,6 +73,25 @@ def test_standard_equals_diffusers_pipeline(pipe):
         assert all(r["updated"] for r in record)
 
 
+def test_standard_equals_diffusers_pipeline_on_tiny_sd2():
+    """The same oracle on SD 2.x's miniature (v-prediction, "!" padding, 8 x 8 layers in two down and three up
+    blocks), at the same tolerance; no refinement (no thresholds), to stay fast."""
+    from diffusers import StableDiffusionAttendAndExcitePipeline
+
+    pipe = load_pipeline("tiny-sd2")
+    components = {k: v for k, v in pipe.components.items() if k != "image_encoder"}
+    oracle = StableDiffusionAttendAndExcitePipeline(**components, requires_safety_checker=False)
+    oracle.set_progress_bar_config(disable=True)
+    s = settings(smooth_attentions=True, kernel="diffusers", token_slice="1:-1", thresholds={})
+    expected = oracle([PROMPT], token_indices=[[2, 5]], num_inference_steps=s.num_inference_steps,
+                      guidance_scale=7.5, generator=[torch.Generator().manual_seed(1)],
+                      max_iter_to_alter=s.max_iter_to_alter, thresholds=s.thresholds, scale_factor=20,
+                      attn_res=(8, 8), output_type="latent").images
+    ours = generate_attend_excite(pipe, [PROMPT], seed_latents([1], latent_shape(pipe)), targets(1), s, decode=None)
+    torch.testing.assert_close(ours.latents, expected, atol=float(expected.abs().max()) * 5e-6, rtol=0)
+    assert [r["step"] for r in ours.records[0]] == [0, 1, 2, 3] and all(r["updated"] for r in ours.records[0])
+
+
 # ------------------------------------------------------------------------------------------------ the maps
 
 class Capture(Controller):

@@ -33,7 +33,7 @@ P2P_HRV = EditSpec("Color_0.9", cross_replace_steps=0.8, self_replace_steps=0.9,
 
 @pytest.fixture(scope="module")
 def pipes():
-    return {name: load_pipeline(name) for name in ("tiny-sd", "tiny-sdxl")}
+    return {name: load_pipeline(name) for name in ("tiny-sd", "tiny-sd2", "tiny-sdxl")}
 
 
 def synthetic_hrv(pipe, concepts=("Color", "Shape"), seed=0, ones=False) -> HRV:
@@ -136,7 +136,7 @@ def reference_latents(pipe, source, edits, steps, max_queries, hrv=None, height=
 
 # ------------------------------------------------------------------------------------------------ against it
 
-@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd2", "tiny-sdxl"])
 def test_p2p_and_p2p_hrv_match_the_reference(pipes, name):
     """Source, P2P (cross 0.8, self 0.4) and P2P-HRV (cross 0.8, self 0.9, restoration from evaluation 1) in one
     batch; self-attention replaced at the 8 x 8 layers (64 queries)."""
@@ -289,7 +289,7 @@ def test_zero_windows_without_hrv_equal_plain_generation_of_the_target(pipes):
     assert np.abs(out.images[1].astype(int) - alone.images[0]).max() <= 1
 
 
-@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd2", "tiny-sdxl"])
 def test_the_source_image_is_never_changed(pipes, name):
     """Every kind of edit in one batch (P2P, P2P-HRV, reweight, local blend with HRV weights, refine): the source rows
     are bit for bit the plain generation of the same prompts, and the edited rows are not."""

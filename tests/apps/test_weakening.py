@@ -153,6 +153,28 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert "an HRV of a model with 5 heads, but the model (--model_card) is tiny_sd" in capsys.readouterr().err
 
 
+def test_cli_on_tiny_sd2(tmp_path, monkeypatch, capsys):
+    """Ordered weakening on SD 2.x's miniature: a 39-head HRV weakens its heads; an HRV of 128 heads is named as
+    SD v1.x's."""
+    from hrv_diffusion.cli.weakening import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "final_result").mkdir()
+    np.save(tmp_path / "final_result" / "sd2.npy", np.random.default_rng(1).random((34, 39)).astype(np.float32))
+    args = ["--model_card", "tiny-sd2", "--prompt", "a red car", "--concept", "Color", "--seeds", "10",
+            "--heads_to_be_perturbed", "0", "3", "--n_inference_steps", "2", "--hrv", "final_result/sd2.npy",
+            "--experiment_num", "1", "--quiet"]
+    assert main(args) == 0
+    root = tmp_path / "ordered_weakening_analysis" / "hp_outputs" / "exp_1"
+    assert len(list(root.rglob("*.png"))) == 4
+    np.save(tmp_path / "final_result" / "sd14.npy", np.ones((34, 128), dtype=np.float32))
+    bad = args[:args.index("final_result/sd2.npy")] + ["final_result/sd14.npy", "--experiment_num", "1", "--quiet",
+                                                       "--output_path", "other"]
+    assert main(bad) == 2
+    assert "an HRV of SD v1.x (sd_v1_4) (128 heads), but the model (--model_card) is tiny_sd2 with 39" in \
+        capsys.readouterr().err
+
+
 def test_cli_hrv_paper_goes_through_load_hrv(tmp_path, monkeypatch, capsys):
     from hrv_diffusion.cli.weakening import main
 

@@ -1,6 +1,6 @@
 """Every command runs on ``--model_card toy`` with no other flag (issue 20): the toy's concept set, shipped HRVs,
 prompts and a CPU-sized run are its defaults. The commands are those of the README's "Try it on the toy" block
-(``toy_commands.readme_commands``), run in one folder in their order."""
+(``toy_commands.readme_commands``), run in their order in one copy of the checkout, as the README says."""
 from __future__ import annotations
 
 import shlex
@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from bad_inputs_run import REPO, SCRIPTS
+from doc_commands import copy_checkout
 from toy_commands import readme_commands, run_line
 
 COMMANDS = readme_commands()
@@ -47,7 +48,9 @@ def test_every_console_script_is_run_or_said_why_not():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return tmp_path_factory.mktemp("toy_defaults")  # shared: later commands read what earlier ones wrote
+    # The README runs the block from the checkout: a copy of it (its toy/ scripts folder must not shadow the
+    # built-in toy model); shared, since later commands read what earlier ones wrote.
+    return copy_checkout(tmp_path_factory.mktemp("toy_defaults"))
 
 
 @pytest.mark.parametrize("line", COMMANDS)

@@ -15,7 +15,7 @@ from diffusers.models.attention_processor import Attention
 from hrv_diffusion.core.attention import AttentionHooks, Controller
 from hrv_diffusion.core.models import load_pipeline
 
-MODELS = ["tiny-sd", "tiny-sdxl"]
+MODELS = ["tiny-sd", "tiny-sd2", "tiny-sdxl"]
 
 # Tolerance between the fused SDPA kernel and an explicit softmax-matmul, fp32 on CPU, on whole UNet outputs
 # of magnitude <= 1.7: measured max |diff| 1.1e-6 (token scaling vs reference) and 1.0e-6 (explicit path vs
@@ -203,8 +203,9 @@ def test_token_scale_matches_explicit_reference(pipes, name):
     assert not torch.allclose(traced, plain, atol=1e-3)  # the scaling did something
 
 
-def test_token_scale_of_ones_is_a_no_op(pipes):
-    unet = pipes["tiny-sd"].unet
+@pytest.mark.parametrize("name", MODELS)
+def test_token_scale_of_ones_is_a_no_op(pipes, name):
+    unet = pipes[name].unet
     inputs = unet_inputs(unet, batch=4)
     ones = {n: torch.ones(2, m.heads, 77) for n, m in cross_attention_modules(unet).items()}
     stock = run_unet(unet, inputs)

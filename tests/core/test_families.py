@@ -1,6 +1,6 @@
 """Model families (core/families): every family's hooked model against its stock self and a plain re-implementation.
 
-Parametrized over the tiny SD UNet and the tiny PixArt transformer:
+Parametrized over the tiny SD 1.x and SD 2.x UNets and the tiny PixArt transformer:
 - with the hooks installed and no controller acting, the denoiser's output is bit-identical to the stock processors';
 - a token scale of 1 leaves the output bit-identical;
 - the votes count one per (evaluation, head, sample) and equal a bank-only vote written here from the layer's own
@@ -20,14 +20,13 @@ from hrv_diffusion.core.families import PIXART, UNET, denoiser, family_of
 from hrv_diffusion.core.families import pixart as pixart_family
 from hrv_diffusion.core.heads import head_layout, unet_from_config
 from hrv_diffusion.core.loop import encode_prompts, generate, latent_shape, num_evaluations, seed_latents
-from hrv_diffusion.core.tiny import tiny_sd_pipeline
-from hrv_diffusion.core.tiny_pixart import tiny_pixart_pipeline
+from hrv_diffusion.core.tiny import TINY_MODELS
 from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, sample_words
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CONCEPTS = (("cat", "dog"), ("red", "blue", "turquoise"), ("circle", "square"))  # turquoise: several tokens
 PROMPTS = ["a red circle", "a photo of a dog"]
-BUILDERS = {"tiny-sd": tiny_sd_pipeline, "tiny-pixart": tiny_pixart_pipeline}
+BUILDERS = {name: TINY_MODELS[name] for name in ("tiny-sd", "tiny-sd2", "tiny-pixart")}
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))

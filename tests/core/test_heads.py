@@ -1,8 +1,8 @@
 """Head layout in the published order, and the ``hrv-heads`` command.
 
 The expected orders are rebuilt here from the rules of spec-hrv-and-weakening.md §4, independently of
-``hrv_diffusion.core.heads``; the UNets are the real SD v1.4 / SDXL-base configs (tests/configs), built on the
-meta device, so no weights are needed.
+``hrv_diffusion.core.heads``; the UNets are the real SD v1.4 / SDXL-base configs (tests/configs) and SD 2.1's
+(``SD21_UNET`` below), built on the meta device, so no weights are needed.
 """
 from __future__ import annotations
 
@@ -31,6 +31,28 @@ SD14_LABELS = labels("down", range(6), 8) + labels("mid", range(1), 8) + labels(
 SDXL_LABELS = (
     labels("down", range(4), 10) + labels("down", range(4, 24), 20) + labels("mid", range(10), 20)
     + labels("up", range(30), 20) + labels("up", range(30, 36), 10)
+)
+
+
+# SD 2.1 (768-v) unet/config.json, written out here (stabilityai/stable-diffusion-2-1 cannot be downloaded in
+# tests): SD v1.4's blocks with an OpenCLIP ViT-H context (1024-d), linear projections, and ``attention_head_dim``
+# holding the heads per block (diffusers reads it as num_attention_heads): 5, 10, 20 heads of 64 channels.
+SD21_UNET = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": [5, 10, 20, 20],
+    "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 1024,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "dual_cross_attention": False, "flip_sin_to_cos": True, "freq_shift": 0,
+    "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32,
+    "num_class_embeds": None, "only_cross_attention": False, "out_channels": 4, "sample_size": 96,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "upcast_attention": True, "use_linear_projection": True,
+}
+SD21_BASE_UNET = SD21_UNET | {"sample_size": 64, "upcast_attention": False}  # -2-1-base, 512 px
+# Same rules as SD v1.4: down l0-1 x5, l2-3 x10, l4-5 x20; mid l0 x20; up l0-2 x20, l3-5 x10, l6-8 x5.
+SD21_LABELS = (
+    labels("down", range(2), 5) + labels("down", range(2, 4), 10) + labels("down", range(4, 6), 20)
+    + labels("mid", range(1), 20) + labels("up", range(3), 20) + labels("up", range(3, 6), 10)
+    + labels("up", range(6, 9), 5)
 )
 
 
@@ -93,6 +115,41 @@ def test_sdxl_lines_follow_published_order(capsys):
     assert rows["up, layer: 29, head: 19"] == ["up_blocks.0.attentions.2.transformer_blocks.9.attn2", "32x32"]
     assert rows["up, layer: 30, head: 0"] == ["up_blocks.1.attentions.0.transformer_blocks.0.attn2", "64x64"]
     assert rows["up, layer: 35, head: 9"] == ["up_blocks.1.attentions.2.transformer_blocks.1.attn2", "64x64"]
+
+
+@pytest.mark.parametrize("config, size", [(SD21_UNET, 96), (SD21_BASE_UNET, 64)])
+def test_sd21_lines_follow_published_order(capsys, tmp_path, config, size):
+    """SD 2.1 (and -base): 16 CA layers, 195 heads of 5/10/20 per layer, in SD v1.4's order, on the same modules
+    with the latent grids of 768 px (96) or 512 px (64)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    code, lines, err = run_cli(capsys, "--config-only", str(path))
+    assert code == 0, err
+    assert len(lines) == 195
+    rows = [line.split("\t") for line in lines]
+    assert [row[0] for row in rows] == SD21_LABELS
+    heads = [5, 5, 10, 10, 20, 20, 20, 20, 20, 20, 10, 10, 10, 5, 5, 5]  # per layer, in the order of SD v1.4's rows
+    sd14_modules = [module for module, _ in sd14_layer_rows()[::8]]  # one row per layer
+    sd14_grids = [int(grid.split("x")[0]) for _, grid in sd14_layer_rows()[::8]]
+    expected = [(module, f"{g * size // 64}x{g * size // 64}")
+                for module, g, h in zip(sd14_modules, sd14_grids, heads) for _ in range(h)]
+    assert [(row[1], row[2]) for row in rows] == expected
+    code, lines, _ = run_cli(capsys, "--config-only", str(path), "--summary")
+    assert code == 0 and "195" in "\n".join(lines)
+
+
+def test_sd21_heads_are_named_by_their_count_and_tiny_sd2_is_its_miniature():
+    """195 heads name SD 2.x in the message for an HRV of another model; tiny-sd2 has SD 2.1's layers (same modules,
+    places, indices, grids relative to the latent) with a fifth of the heads."""
+    from hrv_diffusion.core.head_counts import describe_heads
+
+    assert describe_heads(195) == "an HRV of SD 2.x (sd_v2_1, sd_v2_1_base, sd_v2, sd_v2_base) (195 heads)"
+    real = head_layout(unet_from_config(SD21_UNET))
+    tiny = head_layout(TINY_MODELS["tiny-sd2"]().unet)
+    assert real.num_heads == 195 and tiny.num_heads == 39
+    assert [(l.place, l.index, l.module_name, l.factor) for l in tiny.layers] == \
+        [(l.place, l.index, l.module_name, l.factor) for l in real.layers]
+    assert [5 * l.heads for l in tiny.layers] == [l.heads for l in real.layers]
 
 
 def test_labels_only_and_summary(capsys):
@@ -325,7 +382,7 @@ def test_self_attention_layers_share_the_block_numbering():
         assert self_.module_name == cross.module_name.replace("attn2", "attn1")
 
 
-@pytest.mark.parametrize("name", ["toy", "tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("name", ["toy", "tiny-sd", "tiny-sd2", "tiny-sdxl"])
 def test_query_grid_follows_the_latent_size(name):
     """``layer.grid(latent)`` is the (H, W) of the feature map its transformer really gets, at non-square and odd
     latent sizes too (each halving rounds up); ``resolution`` is that grid at the default size."""

@@ -8,7 +8,8 @@ import pytest
 
 from hrv_diffusion.core.hub import (BUILT_IN, ModelNotAvailableError, check_card_files, check_card_name,
                                     hub_reachable)
-from hrv_diffusion.core.models import TOY_MODEL_DIR, load_pipeline
+from hrv_diffusion.core.hub import in_hf_cache
+from hrv_diffusion.core.models import SD2_CARDS, TOY_MODEL_DIR, load_pipeline, load_unet_config, model_version
 
 MISSING = "hrv-diffusion-tests/no-such-model"
 
@@ -90,6 +91,24 @@ def test_an_uncached_hub_model_fails_within_5_s_without_HF_HUB_OFFLINE(no_networ
     assert elapsed < 5.0, f"took {elapsed:.1f} s (hub retries?)"
 
 
+def test_sd2_hub_cards_load_from_pretrained_or_fail_within_5_s_offline(no_network):
+    """The SD 2.x hub ids go through the same --model_card path as SD v1.4: from_pretrained from the cache, or, when
+    they are not cached and the hub cannot be reached, one error naming the download command (no weights here)."""
+    import diffusers.pipelines  # noqa: F401  (import time is not what we measure)
+
+    start = time.perf_counter()
+    for card in SD2_CARDS:
+        assert model_version(card) == SD2_CARDS[card] and model_version(card).startswith("sd_v2")
+        if in_hf_cache(card):
+            continue  # cached on this machine: it would load
+        for load in (load_pipeline, load_unet_config):  # the weights, and hrv-heads --config-only's config
+            with pytest.raises(ModelNotAvailableError) as error:
+                load(card)
+            assert f"hf download {card}" in str(error.value) and "tiny-sd2" in str(error.value)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 5.0, f"4 cards took {elapsed:.1f} s (hub retries?)"
+
+
 def test_clip_weights_not_cached_fail_within_5_s_without_HF_HUB_OFFLINE(no_network, tmp_path):
     pytest.importorskip("open_clip")
     from hrv_diffusion.apps.clip import ClipWeightsUnavailable, check_clip_weights
@@ -100,3 +119,13 @@ def test_clip_weights_not_cached_fail_within_5_s_without_HF_HUB_OFFLINE(no_netwo
     elapsed = time.perf_counter() - start
     assert "hf download laion/CLIP-ViT-H-14-laion2B-s32B-b79K" in str(error.value)
     assert elapsed < 5.0, f"took {elapsed:.1f} s (hub retries?)"
+
+
+def test_the_papers_clip_repo_is_open_clips():
+    """The paper's CLIP is checked without importing open_clip: its hub repo must be the one open_clip names."""
+    import open_clip
+
+    from hrv_diffusion.apps.clip import KNOWN_HUB_REPOS
+
+    for (model, tag), repo in KNOWN_HUB_REPOS.items():
+        assert open_clip.get_pretrained_cfg(model, tag)["hf_hub"] == repo

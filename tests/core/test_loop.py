@@ -17,7 +17,7 @@ from hrv_diffusion.core.loop import (StepHook, decode_latents, encode_prompts, g
 from hrv_diffusion.core.maps import AttentionMaps
 from hrv_diffusion.core.models import load_pipeline
 
-MODELS = ["tiny-sd", "tiny-sdxl"]
+MODELS = ["tiny-sd", "tiny-sd2", "tiny-sdxl"]  # tiny-sd2: v-prediction
 PROMPTS = ["a photo of a cat", "a red car"]
 STEPS = 3  # PNDM: 4 evaluations
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from diffusers import (EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
+from diffusers import (DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline,
                        StableDiffusionXLPipeline)
 
 from hrv_diffusion.core.models import (ModelNotAvailableError, is_sdxl, load_model_index, load_pipeline,
@@ -46,6 +46,21 @@ def test_tiny_sdxl_is_sdxl_and_gets_pndm_too():
     assert len(pipe.scheduler.timesteps) == 51
 
 
+def test_tiny_sd2_is_sd_with_v_prediction_kept_by_the_paper_pndm():
+    """SD 2.1 (768-v) predicts v: the paper's PNDM replaces its DDIM and keeps the prediction type."""
+    pipe = load_pipeline("tiny-sd2")
+    assert isinstance(pipe, StableDiffusionPipeline) and not is_sdxl(pipe)
+    assert isinstance(pipe.scheduler, PNDMScheduler) and pipe.scheduler.config.skip_prk_steps
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    own = load_pipeline("tiny-sd2", scheduler="model").scheduler
+    assert isinstance(own, DDIMScheduler) and own.config.prediction_type == "v_prediction"
+    config = pipe.unet.config
+    assert config.use_linear_projection and config.upcast_attention
+    assert list(config.attention_head_dim) == [1, 2, 4, 4]  # a head count per block, as SD 2.x's (5, 10, 20, 20)
+    heads = {m.heads for n, m in pipe.unet.named_modules() if n.endswith("attn2") and n.startswith("down_blocks.2")}
+    assert heads == {4} and pipe.unet.down_blocks[2].attentions[0].transformer_blocks[0].attn2.to_q.out_features == 64
+
+
 def test_scheduler_model_keeps_the_models_own():
     pipe = load_pipeline("tiny-sdxl", scheduler="model")
     assert isinstance(pipe.scheduler, EulerDiscreteScheduler)
@@ -68,7 +83,7 @@ def test_paper_scheduler_keeps_the_models_betas():
 
 @pytest.mark.parametrize("dtype, expected", [("float16", torch.float16), ("bfloat16", torch.bfloat16),
                                              (torch.float16, torch.float16), ("float32", torch.float32)])
-@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sdxl"])
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sd2", "tiny-sdxl"])
 def test_dtype_is_applied(name, dtype, expected):
     pipe = load_pipeline(name, dtype=dtype)
     assert pipe.unet.dtype == expected
@@ -87,6 +102,11 @@ def test_model_version(tmp_path):
     assert model_version("runwayml/stable-diffusion-v1-5") == "runwayml_stable_diffusion_v1_5"
     assert model_version("tiny-sd") == "tiny_sd"
     assert model_version("tiny-sdxl") == "tiny_sdxl"
+    assert model_version("tiny-sd2") == "tiny_sd2"
+    assert model_version("stabilityai/stable-diffusion-2-1") == "sd_v2_1"
+    assert model_version("stabilityai/stable-diffusion-2-1-base") == "sd_v2_1_base"
+    assert model_version("stabilityai/stable-diffusion-2") == "sd_v2"
+    assert model_version("stabilityai/stable-diffusion-2-base") == "sd_v2_base"
     folder = tmp_path / "My Model (v2.1)"
     folder.mkdir()
     assert model_version(str(folder)) == "my_model_v2_1"  # a local folder: its own name, sanitized
@@ -123,7 +143,8 @@ def test_missing_unet_config_and_model_index_raise_the_same_error(offline, tmp_p
 # ---------------------------------------------------------------- local folders
 
 
-@pytest.mark.parametrize("name, cls", [("tiny-sd", StableDiffusionPipeline), ("tiny-sdxl", StableDiffusionXLPipeline)])
+@pytest.mark.parametrize("name, cls", [("tiny-sd", StableDiffusionPipeline), ("tiny-sd2", StableDiffusionPipeline),
+                                       ("tiny-sdxl", StableDiffusionXLPipeline)])
 def test_local_folder_round_trip(tmp_path, offline, name, cls):
     """The pipeline class comes from the folder's model_index.json, not from its (neutral) name."""
     original = load_pipeline(name)
@@ -140,6 +161,8 @@ def test_local_folder_round_trip(tmp_path, offline, name, cls):
     for (key, value), (key2, value2) in zip(original.unet.state_dict().items(), loaded.unet.state_dict().items()):
         assert key == key2 and torch.equal(value, value2)
     assert loaded.tokenizer("a photo of a cat").input_ids == CAT_IDS
+    assert loaded.tokenizer.pad_token == original.tokenizer.pad_token  # SD 2.x's "!" survives the round trip
+    assert loaded.scheduler.config.prediction_type == original.scheduler.config.prediction_type
 
 
 def test_unet_config_of_a_json_file_and_a_tiny_model(tmp_path):
@@ -158,8 +181,9 @@ def test_clip_tokenizer_gives_openai_ids():
     assert tokenizer.model_max_length == 77
 
 
-def test_padding_sd_with_endoftext_and_sdxl_tokenizer_2_with_zero():
+def test_padding_sd_with_endoftext_and_sd2_and_sdxl_tokenizer_2_with_zero():
     sd = load_pipeline("tiny-sd")
+    sd2 = load_pipeline("tiny-sd2")
     xl = load_pipeline("tiny-sdxl")
 
     def padded(tokenizer):
@@ -169,6 +193,8 @@ def test_padding_sd_with_endoftext_and_sdxl_tokenizer_2_with_zero():
     assert padded(xl.tokenizer) == CAT_IDS + [49407] * 70
     assert padded(xl.tokenizer_2) == CAT_IDS + [0] * 70  # "!" is id 0
     assert xl.tokenizer_2.pad_token_id == 0
+    assert padded(sd2.tokenizer) == CAT_IDS + [0] * 70  # SD 2.x (OpenCLIP ViT-H) pads with "!" too
+    assert sd2.tokenizer.pad_token == "!" and sd2.tokenizer.pad_token_id == 0
 
 
 def test_long_prompts_truncate_to_77():

@@ -64,3 +64,64 @@ def test_tf32_matmuls_switches_and_restores():
         assert torch.backends.cuda.matmul.allow_tf32 is False
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_compiled_blocks_keep_the_weakened_generation():
+    """compile_unet_blocks (transformer models or the whole UNet compiled, cross-attention through graph breaks):
+    the same weakened generation as eager, and no recompilation from one generation to the next."""
+    from torch._dynamo.utils import counters
+
+    from hrv_diffusion.core.speed import compile_unet_blocks
+
+    for whole in (False, True):
+        pipe = load_pipeline("tiny-sd")
+        layout = head_layout(pipe.unet)
+        masks = torch.rand(2, layout.num_heads, generator=torch.Generator().manual_seed(0)) < 0.5
+        tokens = weakened_tokens(pipe.tokenizer, "a red car").expand(2, -1)
+        latents = torch.randn((2, 4, 16, 16), generator=torch.Generator().manual_seed(0))
+
+        def generate(factor=-2.0):
+            control = HeadWeakening(layout, masks, tokens, factor, num_evaluations=4)
+            return denoise(pipe, ["a red car"] * 2, latents, num_inference_steps=3, controllers=[control]).latents
+
+        eager = generate()
+        torch._dynamo.reset()
+        counters.clear()
+        compile_unet_blocks(pipe.unet, backend="eager", whole=whole)
+        compiled = generate()
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs > 0  # dynamo traced the UNet
+        torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)  # channels-last convs round differently
+        assert (compiled - generate(factor=1.0)).abs().max() > 1e-2  # the weakening still acts
+        assert counters["stats"]["unique_graphs"] == graphs  # the step index and factors did not recompile
+        torch._dynamo.reset()
+
+
+def test_compiled_whole_unet_keeps_the_hrv_votes():
+    """HRV construction's --compile (the whole forward, cross-attention layers eager): the same vote counts as the
+    eager UNet on the tiny model, and the cross-attention modules are the graph breaks."""
+    from hrv_diffusion.core.speed import compile_unet_blocks
+    from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
+    from hrv_diffusion.hrv.embeddings import encode_words
+    from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, sample_words
+
+    pipe = load_pipeline("tiny-sd")
+    concepts = read_concept_set(resolve_description("340_final_text_descriptions"))
+    layout = head_layout(pipe.unet)
+    bank = WordBank(pipe.unet, layout, *encode_words(pipe, list(concepts.flat_words)))
+    latents = torch.randn((2, 4, 16, 16), generator=torch.Generator().manual_seed(0))
+    choices = torch.stack([sample_words(concepts.word_counts, 4, len(layout.layers), torch.Generator().manual_seed(i))
+                           for i in range(2)])  # (B, T, layers, C)
+
+    def counts():
+        votes = RelevanceVotes(bank, layout, 4, concepts.num_concepts)
+        votes.set_choices(choices)
+        denoise(pipe, ["a cat", "a dog"], latents, num_inference_steps=3, controllers=[votes])
+        return votes.counts
+
+    eager = counts()
+    compile_unet_blocks(pipe.unet, backend="eager", whole=True)
+    modules = dict(pipe.unet.named_modules())
+    assert all(hasattr(modules[layer.module_name].forward, "_torchdynamo_disable") for layer in layout.layers)
+    assert torch.equal(counts(), eager) and eager.sum() == 4 * layout.num_heads * 2
+    torch._dynamo.reset()

@@ -373,3 +373,81 @@ def test_torchrun_two_gloo_ranks_merge_to_the_single_process_run(tmp_path, monke
     assert "merged 2 shard(s)" in capsys.readouterr().out
     assert vectors["dist"].shape == (CONCEPTS.num_concepts, 22)
     np.testing.assert_array_equal(vectors["dist"], vectors["single"])
+
+
+# ----------------------------------------------------------------------------------------- 7. SD 2.x (tiny-sd2)
+
+@pytest.fixture(scope="module")
+def sd2():
+    return load_pipeline("tiny-sd2")
+
+
+def sd2_settings(**kw) -> RelevanceSettings:
+    return settings(**(dict(model_card="tiny-sd2", model_version="tiny_sd2") | kw))
+
+
+def test_tiny_sd2_rank_shards_and_a_resumed_run_equal_one_run(sd2, tmp_path, monkeypatch):
+    """SD 2.x (39 heads on 16 layers, v-prediction, words padded with "!"): every head votes once per prompt and
+    evaluation; two rank shards merged, and a run resumed after a crash, equal one uninterrupted run."""
+    import hrv_diffusion.hrv.construction as construction
+
+    emb, lengths = encode_words(sd2, list(CONCEPTS.flat_words))
+    embeddings = TextEmbeddings(embeddings=emb, token_lengths=torch.as_tensor(lengths), metadata={})
+    indices = ALL[:4]
+    s = sd2_settings(batch_size=2, checkpoint_every=1)
+    whole = run(sd2, embeddings, tmp_path / "whole", s, indices)
+    assert whole.counts.shape == (STEPS + 1, head_layout(sd2.unet).num_heads, CONCEPTS.num_concepts) == (3, 39, 3)
+    assert (whole.counts.sum(-1) == len(indices)).all()
+
+    parts = [run(sd2, embeddings, tmp_path / "split", s, rank_indices(indices, r, 2), rank=r, world_size=2)
+             for r in range(2)]
+    np.testing.assert_array_equal(merge_shards(parts).counts, whole.counts)
+
+    original, calls = construction.generate, []
+
+    def crash_on_second_call(pipe_, prompts, *args, **kwargs):
+        calls.append(list(prompts))
+        if len(calls) == 2:
+            raise Crash("simulated crash in the 2nd batch")
+        return original(pipe_, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(construction, "generate", crash_on_second_call)
+    with pytest.raises(Crash):
+        run(sd2, embeddings, tmp_path / "resumed", s, indices)
+    monkeypatch.setattr(construction, "generate", original)
+    assert load_shard(shard_path(tmp_path / "resumed", s, 1, 0, 1)).prompt_indices.tolist() == [0, 1]
+    resumed = run(sd2, embeddings, tmp_path / "resumed", s, indices, resume=True)
+    assert resumed.prompt_indices.tolist() == indices and resumed.metadata["complete"] is True
+    np.testing.assert_array_equal(resumed.counts, whole.counts)
+
+
+def test_tiny_sd2_cli_embeddings_subset_shards_and_extract(sd2, tmp_path, monkeypatch, capsys):
+    """hrv-text-embeddings, hrv-relevance in two --subset_running parts and hrv-extract with --model_card tiny-sd2:
+    files named tiny_sd2, the merged parts equal the library's run, an HRV of 39 heads in the published order."""
+    monkeypatch.chdir(tmp_path)
+    description, prompt_file = write_inputs(tmp_path, PROMPTS[:4])
+    common = ["--model_card", "tiny-sd2", "--description", str(description)]
+    assert text_embeddings_cli.main(common) == 0
+    from hrv_diffusion.hrv.embeddings import load_text_embeddings
+
+    embeddings = load_text_embeddings(tmp_path / "word_lists" / "text_embedding_mini_tiny_sd2.safetensors")
+    assert embeddings.metadata["model_version"] == "tiny_sd2" and embeddings.embeddings.shape[-1] == 48
+
+    flags = common + ["--prompt", str(prompt_file), "--num_inference_steps", str(STEPS), "--dtype", "float32",
+                      "--quiet", "--subset_running", "--denominator", "2"]
+    for part in ("1", "2"):
+        assert relevance_cli.main(flags + ["--numerator", part]) == 0
+    shards = sorted((tmp_path / "results").iterdir())
+    assert len(shards) == 2 and all(path.name.endswith("_tiny_sd2.npz") for path in shards)
+    library = run(sd2, embeddings, tmp_path / "library", sd2_settings(batch_size=4), indices=range(4))
+    np.testing.assert_array_equal(merge_shards([load_shard(path) for path in shards]).counts, library.counts)
+
+    capsys.readouterr()
+    assert extract_cli.main(["--model_card", "tiny-sd2", "--description", "mini", "--prompt", "few"]) == 0
+    assert "merged 2 shard(s)" in capsys.readouterr().out
+    stem = "epoch_1_to_1_neg_prompt_False_few_mini_tiny_sd2"
+    hrv = np.load(tmp_path / "final_result" / f"category_vectors_{stem}.npy")
+    assert hrv.shape == (CONCEPTS.num_concepts, 39)
+    np.testing.assert_allclose(hrv.sum(axis=1), 39.0, rtol=1e-5)
+    index = np.load(tmp_path / "final_result" / f"head_index_{stem}.npy")
+    assert index.tolist() == head_layout(sd2.unet).labels

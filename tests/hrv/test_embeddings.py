@@ -1,4 +1,4 @@
-"""Word embeddings on the tiny SD and SDXL pipelines, their file, and the command line."""
+"""Word embeddings on the tiny SD, SD 2.x and SDXL pipelines, their file, and the command line."""
 import os
 import subprocess
 import sys
@@ -17,7 +17,7 @@ from hrv_diffusion.hrv.embeddings import (  # noqa: E402
     TextEmbeddings, build_text_embeddings, embeddings_path, encode_words, load_text_embeddings,
     save_text_embeddings,
 )
-from hrv_diffusion.core.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline  # noqa: E402
+from hrv_diffusion.core.tiny import tiny_sd2_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline  # noqa: E402
 
 WORDS = ["Dog", "Oak tree", "Rio de Janeiro", "McDonald's", "Red"]
 CONCEPTS = ConceptSet(("Animals", "Places", "Other"), (("Dog", "Oak tree"), ("Rio de Janeiro",), ("McDonald's", "Red")))
@@ -48,6 +48,26 @@ def test_sd_embeddings_are_last_hidden_state(sd):
     assert lengths.dtype == torch.int64
     assert lengths.tolist() == [len(sd.tokenizer(w).input_ids) for w in WORDS]
     assert lengths[0] == 3 and lengths[1] == 4  # "dog"; "oak", "tree"
+
+
+def test_sd2_embeddings_are_last_hidden_state_padded_with_the_openclip_pad():
+    """SD 2.x: the last hidden state of words padded with "!" (id 0). The rows the votes use (SOT, the word's
+    tokens, EOT) do not depend on the pad token (the text encoder is causal); the padding rows do."""
+    sd2 = tiny_sd2_pipeline()
+    embeddings, lengths = encode_words(sd2, WORDS, batch_size=2)
+    assert embeddings.shape == (5, 77, 48)
+    padded = ids(sd2.tokenizer, WORDS)
+    assert (padded[0, int(lengths[0]):] == 0).all()  # "!" after the word's EOT
+    eot_padded = padded.clone()
+    for row, n in enumerate(lengths.tolist()):
+        eot_padded[row, n:] = 49407  # as SD 1.x pads
+    with torch.no_grad():
+        expected = sd2.text_encoder(padded).last_hidden_state
+        other = sd2.text_encoder(eot_padded).last_hidden_state
+    torch.testing.assert_close(embeddings, expected)
+    for row, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(embeddings[row, :n], other[row, :n], atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(embeddings[row, n:], other[row, n:])
 
 
 def test_sdxl_embeddings_are_penultimate_states_of_both_encoders(sdxl):
@@ -112,7 +132,7 @@ def small_description(tmp_path):
     return write_concept_set(tmp_path / "sets" / "small.txt", CONCEPTS)
 
 
-@pytest.mark.parametrize("card, dim", [("tiny-sd", 32), ("tiny-sdxl", 64)])
+@pytest.mark.parametrize("card, dim", [("tiny-sd", 32), ("tiny-sd2", 48), ("tiny-sdxl", 64)])
 def test_cli_in_process(card, dim, tmp_path, small_description, monkeypatch, capsys):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

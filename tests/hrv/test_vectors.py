@@ -97,3 +97,9 @@ def test_an_hrv_of_another_model_names_that_model_by_its_head_count(tmp_path):
     np.save(path, np.ones((5, toy_heads), dtype=np.float32))
     with pytest.raises(UserError, match=r"an HRV of toy \(56 heads\), but the model \(--model_card\) is tiny_sd"):
         load_hrv(path, "tiny_sd", ["Color"] * 5, num_heads=head_count("tiny-sd"))
+    np.save(path, np.ones((5, 195), dtype=np.float32))  # an SD 2.x HRV given for SD v1.4
+    with pytest.raises(UserError, match=r"an HRV of SD 2.x \(sd_v2_1, .*\) \(195 heads\), but .* is sd_v1_4 with 128"):
+        load_hrv(path, "sd_v1_4", ["Color"] * 5, num_heads=128)
+    np.save(path, np.ones((5, head_count("tiny-sd2")), dtype=np.float32))
+    with pytest.raises(UserError, match=r"an HRV of tiny-sd2 \(39 heads\), but the model \(--model_card\) is tiny_sd "):
+        load_hrv(path, "tiny_sd", ["Color"] * 5, num_heads=head_count("tiny-sd"))

@@ -22,9 +22,14 @@ PROMPTS = ["a photo of a cat.", "a red car", "an oil painting of a castle", "a d
 STEPS = 3  # PNDM: 4 evaluations
 
 
+@pytest.fixture(scope="module", params=["tiny-sd", "tiny-sd2"])
+def card(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def pipe():
-    return load_pipeline("tiny-sd")
+def pipe(card):
+    return load_pipeline(card)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +104,8 @@ def reference_counts(pipe, embeddings, seed=22, epoch=1):
     return total.long().numpy()
 
 
-def settings(**kw):
-    base = dict(model_card="tiny-sd", model_version="tiny_sd", description="test", prompt="test",
+def settings(card="tiny-sd", **kw):
+    base = dict(model_card=card, model_version=card.replace("-", "_"), description="test", prompt="test",
                 num_inference_steps=STEPS, batch_size=3, checkpoint_every=1)
     return RelevanceSettings(**(base | kw))
 
@@ -108,12 +113,50 @@ def settings(**kw):
 META = {"concept_fingerprint": CONCEPTS.fingerprint(), "concept_names": list(CONCEPTS.names), "prompt_fingerprint": "x"}
 
 
-def test_fast_path_equals_plain_reference(pipe, embeddings, tmp_path):
-    [path] = run_relevance(pipe, settings(), CONCEPTS, embeddings, PROMPTS, list(range(len(PROMPTS))), META,
+def test_fast_path_equals_plain_reference(card, pipe, embeddings, tmp_path):
+    [path] = run_relevance(pipe, settings(card), CONCEPTS, embeddings, PROMPTS, list(range(len(PROMPTS))), META,
                            tmp_path, progress=False)
     shard = load_shard(path)
     expected = reference_counts(pipe, embeddings)
-    assert shard.counts.shape == expected.shape == (STEPS + 1, 22, 3)
-    assert (shard.counts.sum(-1) == len(PROMPTS)).all()
+    heads = head_layout(pipe.unet).num_heads  # tiny-sd 22, tiny-sd2 39
+    assert shard.counts.shape == expected.shape == (STEPS + 1, heads, 3)
+    assert (shard.counts.sum(-1) == len(PROMPTS)).all()  # one vote per prompt, evaluation and head
     np.testing.assert_array_equal(shard.counts, expected)
     assert sorted(shard.prompt_indices.tolist()) == [0, 1, 2, 3]
+
+
+def test_layers_that_upcast_attention_vote_in_float32_where_float16_scores_overflow():
+    """SD 2.1 (768-v) sets ``upcast_attention`` (its float16 scores can overflow), as tiny-sd2 does: the vote of such
+    a layer is computed in float32 from the float16 queries and bank keys, and equals a float64 computation even where
+    the float16 scores are infinite. tiny-sd's layers do not upcast."""
+    from hrv_diffusion.core.attention import UNetCall
+    from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank
+
+    sd = load_pipeline("tiny-sd").unet
+    assert WordBank(sd, head_layout(sd), torch.zeros(1, 77, 32), torch.tensor([3])).upcast == set()
+    fp32 = load_pipeline("tiny-sd2")
+    emb, lengths = encode_words(fp32, list(CONCEPTS.flat_words))
+    pipe = load_pipeline("tiny-sd2", dtype="float16")
+    layout = head_layout(pipe.unet)
+    bank = WordBank(pipe.unet, layout, emb, lengths)
+    assert bank.upcast == {layer.module_name for layer in layout.layers}
+    layer = layout.layers[-1]  # up, layer 8: 1 head of 16 channels
+    votes = RelevanceVotes(bank, layout, 1, CONCEPTS.num_concepts)
+    words = torch.tensor([[0, 4, 8]])  # dog, blue, cubist
+    choices = words[:, None, None, :].expand(1, 1, len(layout.layers), 3)  # (B, T, layers, C)
+    votes.set_choices(choices)
+    keys = bank.keys[layer.module_name]  # (R, h, d) float16
+    target = int(bank.tokens[4, 0])  # the row of "blue"
+    k = keys[target, 0].double()
+    query = (k * (2 * 65504 / float(k @ k))).clamp(-6e4, 6e4)  # q·k about 2 x the float16 maximum
+    query = torch.stack([query, -query]).half()[None, None]  # (B=1, h=1, N=2, d)
+    rows = torch.cat([torch.zeros(1, dtype=torch.long), bank.tokens[words[0]].flatten()])
+    assert torch.isinf(query[0, 0] @ keys[rows, 0].T).any()  # float16 scores overflow here
+    votes.observe(layer, UNetCall(0), query, None)
+
+    logits = query[0, 0].double() @ keys[rows, 0].double().T * 16 ** -0.5  # (N, L), float64
+    valid = bank.valid[words[0]].flatten()
+    logits[:, 1:][:, ~valid] = float("-inf")
+    probs = logits.softmax(-1).mean(0)[1:].view(3, -1) * bank.valid[words[0]]
+    expected = int((probs.sum(-1) / bank.n_words[words[0]]).argmax())
+    assert votes.counts[0, layer.offset].tolist() == [float(c == expected) for c in range(3)]

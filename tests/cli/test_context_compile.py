@@ -1,0 +1,36 @@
+"""RunContext.compile: --compile compiles regions, or the whole forward for HRV construction (issue 21)."""
+import pytest
+import torch
+
+from hrv_diffusion.cli.common import ArgumentParser
+from hrv_diffusion.cli.context import RunContext
+from hrv_diffusion.cli.flags import add_model_flags
+
+
+def _context(*argv):
+    p = ArgumentParser(prog="t")
+    add_model_flags(p, scheduler=True, compile_help="compile")
+    return RunContext.from_args(p.parse_args(["--model_card", "tiny-sd", *argv]))
+
+
+def _disabled(module) -> bool:
+    return hasattr(module.forward, "_torchdynamo_disable")
+
+
+def test_whole_compiles_the_forward_and_leaves_cross_attention_eager():
+    ctx = _context("--compile")
+    ctx.compile(whole=True)  # torch.compile is lazy: nothing is traced before the first call
+    unet = ctx.pipe.unet
+    modules = dict(unet.named_modules())
+    assert "forward" in vars(unet)  # the instance's forward is the compiled one
+    assert all(_disabled(modules[layer.module_name]) for layer in ctx.layout.layers)
+    assert not any(_disabled(modules[layer.module_name]) for layer in ctx.layout.self_layers)
+    torch._dynamo.reset()
+
+
+def test_without_the_flag_nothing_is_compiled_and_whole_takes_no_skip():
+    ctx = _context()
+    ctx.compile(whole=True)
+    assert "forward" not in vars(ctx.pipe.unet)
+    with pytest.raises(ValueError, match="no skip"):
+        _context("--compile").compile(skip=["x"], whole=True)
