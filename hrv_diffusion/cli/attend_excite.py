@@ -58,6 +58,7 @@ def run(args) -> int:
     if mode == "hrv":  # before the model loads
         ctx.check_concepts(args.concepts or [])
         ctx.check_hrv()
+    ctx.require_unet(PROGRAM)
     tokenizer = ctx.pipe.tokenizer
     ctx.compile()
     positions, labels = resolve_targets(tokenizer, args.prompt, args.token_indices, target_words(args))

@@ -75,6 +75,7 @@ def run(args) -> int:
         ctx.check_concepts(args.concepts or [])
         ctx.check_hrv()
     ctx.compile()
+    ctx.require_unet(PROGRAM)
     jobs = jobs_of(args, prompts, ctx.pipe.tokenizer, with_hrv)
     _, h, _ = ctx.latent_shape()  # (C, h, w)
     settings = {m: ae.settings_from(args, m, h) for m in args.methods}
