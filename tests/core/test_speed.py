@@ -23,8 +23,8 @@ def test_regions_cover_group_norms_and_never_cross_attention():
     assert len(set(names)) == len(names) and not any(a.startswith(b + ".") for a in names for b in names)
 
 
-def test_compiled_regions_keep_the_weakened_generation():
-    pipe = load_pipeline("tiny-sd")
+def weakened_generation(pipe):
+    """``generate(factor)``: 2 latents of tiny-sd, 3 steps, random halves of the heads weakened by ``factor``."""
     layout = head_layout(pipe.unet)
     masks = torch.rand(2, layout.num_heads, generator=torch.Generator().manual_seed(0)) < 0.5
     tokens = weakened_tokens(pipe.tokenizer, "a red car").expand(2, -1)
@@ -34,6 +34,12 @@ def test_compiled_regions_keep_the_weakened_generation():
         control = HeadWeakening(layout, masks, tokens, factor, num_evaluations=4)
         return denoise(pipe, ["a red car"] * 2, latents, num_inference_steps=3, controllers=[control]).latents
 
+    return generate
+
+
+def test_compiled_regions_keep_the_weakened_generation():
+    pipe = load_pipeline("tiny-sd")
+    generate = weakened_generation(pipe)
     eager = generate()
     compile_unet_regions(pipe.unet, backend="eager")  # dynamo tracing, no code generation (fast on CPU)
     compiled = generate()
@@ -75,15 +81,7 @@ def test_compiled_blocks_keep_the_weakened_generation():
 
     for whole in (False, True):
         pipe = load_pipeline("tiny-sd")
-        layout = head_layout(pipe.unet)
-        masks = torch.rand(2, layout.num_heads, generator=torch.Generator().manual_seed(0)) < 0.5
-        tokens = weakened_tokens(pipe.tokenizer, "a red car").expand(2, -1)
-        latents = torch.randn((2, 4, 16, 16), generator=torch.Generator().manual_seed(0))
-
-        def generate(factor=-2.0):
-            control = HeadWeakening(layout, masks, tokens, factor, num_evaluations=4)
-            return denoise(pipe, ["a red car"] * 2, latents, num_inference_steps=3, controllers=[control]).latents
-
+        generate = weakened_generation(pipe)
         eager = generate()
         torch._dynamo.reset()
         counters.clear()
