@@ -53,6 +53,8 @@ from hrv_diffusion.hrv.votes import derived_seed  # noqa: E402
 SIGMA = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
 SEED = 22  # RelevanceSettings' default seed
 MODES = ("plain", "hooked", "hrv")
+FULL = dict(batch=4, prompts=8, steps=50, warmup_steps=3, reps=2)
+SMOKE = dict(batch=2, prompts=2, steps=2, warmup_steps=1, reps=1)
 
 
 def sigma_pipeline(device: str, dtype: torch.dtype):
@@ -124,13 +126,18 @@ def timed(fn, cuda: bool):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny-pixart on the CPU in float32 (the same code, seconds)")
-    p.add_argument("--batch", type=int, default=4, help="prompts per batch (CFG makes 2x rows)")
-    p.add_argument("--prompts", type=int, default=8, help="timed prompts per mode and rep (after a warm-up batch)")
-    p.add_argument("--steps", type=int, default=50, help="hrv-relevance's default: 50 PNDM steps = 51 evaluations")
-    p.add_argument("--warmup_steps", type=int, default=3, help="steps of each mode's warm-up batch")
-    p.add_argument("--reps", type=int, default=2, help="interleaved repetitions of the three modes")
+    p.add_argument("--batch", type=int, help="prompts per batch (CFG makes 2x rows); default 4, smoke 2")
+    p.add_argument("--prompts", type=int, help="timed prompts per mode and rep (after a warm-up batch); default 8, "
+                   "smoke 2")
+    p.add_argument("--steps", type=int, help="default hrv-relevance's 50 PNDM steps = 51 evaluations; smoke 2")
+    p.add_argument("--warmup_steps", type=int, help="steps of each mode's warm-up batch; default 3, smoke 1")
+    p.add_argument("--reps", type=int, help="interleaved repetitions of the three modes; default 2, smoke 1")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    defaults = SMOKE if args.smoke else FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
     cuda = not args.smoke
     if args.smoke:

@@ -11,8 +11,7 @@ def test_smoke_writes_the_report(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "pixart.json"
-    bench.main(["--smoke", "--steps", "2", "--warmup_steps", "1", "--prompts", "2", "--batch", "2", "--reps", "1",
-                "--out", str(out)])
+    bench.main(["--smoke", "--out", str(out)])  # smoke defaults: 2 prompts in a batch of 2, 2 steps, 1 rep
     report = json.loads(out.read_text())
     assert report["model"] == "tiny-pixart" and report["card"] == "cpu" and report["reps_done"] == 1
     # PNDM (the paper's scheduler): 2 steps -> 3 evaluations; tiny-pixart: 3 blocks x 4 heads
