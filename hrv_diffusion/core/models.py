@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -192,7 +193,9 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
 
             cls, extra = getattr(diffusers, index["_class_name"]), {"local_files_only": extra["local_files_only"]}
         try:
-            pipe = cls.from_pretrained(card, torch_dtype=torch_dtype, **extra)
+            with warnings.catch_warnings():  # diffusers >= 0.42 renames torch_dtype; 0.30-0.41 know only it
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+                pipe = cls.from_pretrained(card, torch_dtype=torch_dtype, **extra)
         except Exception as error:
             if isinstance(error, (OSError, EnvironmentError)) or "offline" in str(error).lower():
                 raise _not_available(card, "weights", error) from None
