@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", type=prompt_text, required=True, help="the prompt (also the folder name)")
     targets = g.add_mutually_exclusive_group()  # one way to name the targets: both would leave one unused
     targets.add_argument("--token_indices", type=nonnegative_int, nargs="+", default=None,
-                   help="positions of the tokens to excite, SOT = 0 (T5: the first word = 0) (default: --token_words, else the prompt's nouns "
-                        "when nltk and its tagger data are installed, else the tokens are listed)")
+                   help="positions of the tokens to excite, SOT = 0 (T5, PixArt: the first word = 0) (default: "
+                        "--token_words, else the prompt's nouns when nltk and its tagger data are installed, else the "
+                        "tokens are listed)")
     targets.add_argument("--token_words", nargs="+", default=None, help="words to excite (all of their BPE pieces)")
     g.add_argument("--run_standard_attend_excite", action="store_true",
                    help="standard A&E: the mean over the heads of the CA layers at ATTENTION_RES (no HRV)")

@@ -51,7 +51,7 @@ def test_the_text_axis_and_the_pixart_rules(pipe):
     assert default_blend_resolution(pipe, layout) == 8  # the one grid
     assert default_attention_res("standard", 16, pipe) == 8  # all blocks on the patch grid
     assert default_attention_res("hrv", 16, pipe) == 8
-    assert default_attention_res("standard", 16) == 8 and default_attention_res("standard", 64) == 16  # UNets: as before
+    assert default_attention_res("standard", 16) == 8 and default_attention_res("standard", 64) == 16  # UNets
 
 
 # ------------------------------------------------------------------------------------------------ P2P

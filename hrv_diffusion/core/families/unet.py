@@ -70,7 +70,7 @@ def downsampling(config) -> int:
 
 def self_replace_queries(config, latent) -> int:
     """Prompt-to-Prompt replaces self-attention on query grids of at most a quarter of the latent side:
-    (h/4)·(w/4) queries. SD v1.4 at 512² (64² latents): 256, the reference's 16 x 16 rule; SDXL at 1024²: 32 x 32."""
+    (h/4)·(w/4) queries. SD v1.4 at 512² (64² latents): 256, the reference's 16 x 16 rule; SDXL at 1024²: 32²."""
     h, w = latent
     return (int(h) // 4) * (int(w) // 4)
 
