@@ -21,6 +21,10 @@ Faithful defaults are the reference's (SNU-DRL/HRV ``attend_and_excite_hrv.py``)
 diffusers' ``StableDiffusionAttendAndExcitePipeline`` (and the original A&E) is reproduced with
 ``token_slice="1:-1"``, ``smooth=True``, ``kernel="diffusers"`` (its σ is √2 larger: exp(-((x-m)/(2σ))²)).
 
+On PixArt (T5 text, ``core/families.text_axis``) the softmax columns are the prompt's own: there is no SOT to skip
+and the padding, masked by the transformer, is left out ("1:77": words and </s>; "1:-1", "1:eot": the words); the
+maps lie on the patch grid, where standard A&E averages every block (``token_columns``, docs/families.md).
+
 The update is per sample: each sample's loss, refinement and step are independent of the others, so a batch of
 seeds gives the same latents as one seed at a time (the gradient of the sum of per-sample losses is the per-sample
 gradient; refinement runs only the samples still above their target).

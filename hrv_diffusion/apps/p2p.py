@@ -20,6 +20,10 @@ Nothing else is touched: outside the windows, on the unconditional rows and on t
 the fused attention kernel, and an edited layer call computes explicit probabilities for the edited rows' outputs
 only (``Controller.edited_rows``). So the source image is bit for bit the plain generation of the same batch.
 
+Model families: the token axis is the family's text length T (CLIP 77; PixArt's T5 120 or 300, words from 0), and
+the self-attention threshold is the family's (``default_self_max_queries``: a UNet's quarter-side grids; every PixArt
+block, all on the one patch grid). On PixArt the blend maps are every block's, on the patch grid (docs/families.md).
+
 ``LocalBlend`` (a ``StepHook``) pulls an edited row's latents back to its source's outside the region its blend
 words attend to, from the map store (``core/maps.AttentionMaps``), optionally with HRV head weights: the
 reference defines such a blend but its store records nothing, so it never blends.
