@@ -468,7 +468,7 @@ class frozen_weights:
             p.requires_grad_(flag)
 
 
-MIN_DEFAULT_RES = unet_family.MIN_ATTENTION_RES
+MIN_DEFAULT_RES = unet_family.MIN_ATTENTION_RES  # the coarsest default map of a UNet (the toy: 8, not 2 x 2)
 
 
 def default_attention_res(mode: str, latent_size: int, model=None) -> int:

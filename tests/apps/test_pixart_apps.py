@@ -248,3 +248,13 @@ def test_ae_excites_through_the_transformer(pipe, mode):
     assert [r["step"] for r in records] == [0, 1] and all(r["updated"] for r in records)
     assert all(0 < m < 1 for r in records for m in r["max_attention"])
     assert not torch.allclose(out.latents, reference, atol=1e-4)  # the gradient moved the latents
+
+
+def test_token_indices_count_t5_words_from_zero(pipe):
+    from hrv_diffusion.errors import UserError
+
+    axis = text_axis(pipe)
+    positions, labels = resolve_targets(pipe.tokenizer, PROMPT, token_indices=[0, 4], axis=axis)
+    assert positions == [[0], [4]] and labels == ["▁circle", "▁square"]
+    with pytest.raises(UserError, match=r"not word tokens of the prompt \(0\.\.4\)"):
+        resolve_targets(pipe.tokenizer, PROMPT, token_indices=[5], axis=axis)  # 5 is </s>
