@@ -21,6 +21,10 @@ Faithful defaults are the reference's (SNU-DRL/HRV ``attend_and_excite_hrv.py``)
 diffusers' ``StableDiffusionAttendAndExcitePipeline`` (and the original A&E) is reproduced with
 ``token_slice="1:-1"``, ``smooth=True``, ``kernel="diffusers"`` (its σ is √2 larger: exp(-((x-m)/(2σ))²)).
 
+On PixArt (T5 text, ``core/families.text_axis``) the softmax columns are the prompt's own: there is no SOT to skip
+and the padding, masked by the transformer, is left out ("1:77": words and </s>; "1:-1", "1:eot": the words); the
+maps lie on the patch grid, where standard A&E averages every block (``token_columns``, docs/families.md).
+
 The update is per sample: each sample's loss, refinement and step are independent of the others, so a batch of
 seeds gives the same latents as one seed at a time (the gradient of the sum of per-sample losses is the per-sample
 gradient; refinement runs only the samples still above their target).
@@ -37,12 +41,14 @@ resamples each layer's grid to R x R, standard A&E keeps the grid of its layers.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hrv_diffusion.core.families import denoiser, family_of, text_axis
+from hrv_diffusion.core.families import unet as unet_family
 from hrv_diffusion.core.graphs import GraphCache, graphs_supported
 from hrv_diffusion.core.heads import HeadLayout
 from hrv_diffusion.core.loop import DenoisingLoop, StepHook
@@ -135,11 +141,16 @@ def smooth(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Targets:
     """The tokens to excite, for a batch of B samples: K targets, each a group of token positions (a word's BPE
-    pieces; its score is the max over them), and the map group (concept) each target reads."""
+    pieces; its score is the max over them), and the map group (concept) each target reads.
+
+    ``first`` and ``masks_padding`` place the softmax columns on the text axis of the model (``TextAxis``; the
+    defaults are CLIP's, ``generate_attend_excite`` sets the pipeline's)."""
 
     positions: torch.Tensor  # (B, K, P) long; groups shorter than P repeat their first position
     groups: torch.Tensor  # (K,) long: index into the store's groups
     eot: torch.Tensor  # (B,) long: position of each prompt's end token
+    first: int = 1  # position of the first word token: 1 after CLIP's SOT, 0 for T5
+    masks_padding: bool = False  # True (T5): the columns past the end token are masked padding, not text
 
     @classmethod
     def build(cls, positions, eot, groups=None) -> "Targets":
@@ -156,18 +167,27 @@ class Targets:
         return cls(torch.tensor(padded, dtype=torch.long), groups, torch.as_tensor(eot, dtype=torch.long))
 
     def subset(self, rows: torch.Tensor) -> "Targets":
-        return Targets(self.positions[rows], self.groups, self.eot[rows])
+        return replace(self, positions=self.positions[rows], eot=self.eot[rows])
+
+    def columns(self, token_slice: str, b: int, length: int) -> slice:
+        """Sample b's softmax columns (``token_columns``) on a text axis of ``length`` columns."""
+        return token_columns(token_slice, int(self.eot[b]), length, self.first, self.masks_padding)
 
 
-def token_columns(token_slice: str, eot: int, length: int = 77) -> slice:
-    """The token columns the softmax runs over: 1..76 ("1:77"), 1..75 ("1:-1"), 1..eot-1 ("1:eot")."""
-    return {"1:77": slice(1, length), "1:-1": slice(1, length - 1), "1:eot": slice(1, eot)}[token_slice]
+def token_columns(token_slice: str, eot: int, length: int = 77, first: int = 1, masks_padding: bool = False) -> slice:
+    """The token columns the softmax runs over. CLIP (``first`` 1, padding attended): 1..76 ("1:77", every column
+    but SOT), 1..75 ("1:-1"), 1..eot-1 ("1:eot", the words). T5 (``first`` 0, ``masks_padding``): there is no start
+    token to skip and the padding is not text (its bias leaves it ~0 probability, so it would only add e⁰ per
+    column to the ×100 softmax, more for Σ's 300 columns than for α's 120): "1:77" is every column of the prompt,
+    its words and its </s> (0..eot); "1:-1" drops the last of them, the </s>, as "1:eot" does (0..eot-1)."""
+    end = eot + 1 if masks_padding else length
+    return {"1:77": slice(first, end), "1:-1": slice(first, end - 1), "1:eot": slice(first, eot)}[token_slice]
 
 
 def check_columns(targets: Targets, settings: AttendExciteSettings, length: int = 77) -> None:
     """Raise if a target position of a sample lies outside its softmax columns (checked on the host)."""
     for b in range(targets.positions.shape[0]):
-        columns = token_columns(settings.token_slice, int(targets.eot[b]), length)
+        columns = targets.columns(settings.token_slice, b, length)
         positions = targets.positions[b]
         if bool(((positions < columns.start) | (positions >= columns.stop)).any()):
             raise UserError(f"token index {positions.flatten().tolist()} outside the softmax columns "
@@ -191,7 +211,7 @@ def max_attention(maps: torch.Tensor, targets: Targets, settings: AttendExciteSe
     positions_all, groups = targets.positions.to(maps.device), targets.groups.to(maps.device)
     out = []
     for b in range(batch):  # the token columns may differ per prompt ("1:eot")
-        columns = token_columns(settings.token_slice, int(targets.eot[b]), maps.shape[-1])
+        columns = targets.columns(settings.token_slice, b, maps.shape[-1])
         positions = positions_all[b]  # (K, P)
         chosen = maps[b, groups]  # (K, R_h, R_w, T)
         probs = torch.softmax(chosen[..., columns] * SOFTMAX_SCALE, dim=-1)  # (K, R_h, R_w, T')
@@ -320,7 +340,7 @@ class AttendExcite(StepHook):
         device = sub.conditioning.cond.device
         targets = self.targets.subset(rows)
         check_columns(targets, self.settings, sub.conditioning.cond.shape[1])
-        targets = Targets(targets.positions.to(device), targets.groups.to(device), targets.eot)
+        targets = replace(targets, positions=targets.positions.to(device), groups=targets.groups.to(device))
         s = self.settings
         kernel = smoothing_kernel(s.kernel_size, s.sigma, s.kernel).to(device) if s.smooth_attentions else None
 
@@ -448,18 +468,18 @@ class frozen_weights:
             p.requires_grad_(flag)
 
 
-MIN_DEFAULT_RES = 8  # the coarsest default map: smaller models' latent/8 would leave 2 x 2 maps (the toy's)
+MIN_DEFAULT_RES = unet_family.MIN_ATTENTION_RES  # the coarsest default map of a UNet (the toy: 8, not 2 x 2)
 
 
-def default_attention_res(mode: str, latent_size: int) -> int:
-    """R by default, following the model's latent grid: A&E-HRV latent/8 (SD v1.4 at 512²: 8, the reference),
-    standard A&E latent/4 (16, the reference and diffusers); SDXL at 1024² (latents 128): 16 and 32. Where that is
-    below ``MIN_DEFAULT_RES``, a finer grid of the UNet (latent/2, latent/1): the toy (latents 16) gets 8, and at
-    48x32 (latents 24 rows) standard A&E gets 12, a grid its CA layers have."""
-    divisor = 8 if mode == "hrv" else 4
-    while latent_size // divisor < MIN_DEFAULT_RES and divisor > 1:
-        divisor //= 2
-    return max(1, latent_size // divisor)
+def default_attention_res(mode: str, latent_size: int, model=None) -> int:
+    """R by default for ``mode`` on latents ``latent_size`` rows high, by the family of ``model`` (a pipeline or its
+    denoiser; None: the UNet family). UNets: A&E-HRV latent/8 (SD v1.4 at 512²: 8, the reference), standard A&E
+    latent/4 (16); at least ``MIN_DEFAULT_RES`` where the UNet has finer grids (``families.unet.attention_res``).
+    PixArt: standard A&E its patch grid, A&E-HRV the same latent/8 rule (``families.pixart.attention_res``)."""
+    if model is None:
+        return unet_family.attention_res(mode, latent_size)
+    model = denoiser(model)
+    return family_of(model).attention_res(mode, latent_size, model.config)
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -502,8 +522,10 @@ def generate_attend_excite(pipe, prompts: list[str], latents: torch.Tensor, targ
         out = generate(pipe, list(prompts), latents, **common)
         return AttendExciteResult(out.latents, out.images, [[] for _ in prompts], 0)
     layout = head_layout(pipe)
+    axis = text_axis(pipe)  # the columns of this pipeline's text encoder
+    targets = replace(targets, first=axis.first, masks_padding=axis.masks_padding)
     if settings.mode == "standard":  # one map for every target
-        targets = Targets(targets.positions, torch.zeros_like(targets.groups), targets.eot)
+        targets = replace(targets, groups=torch.zeros_like(targets.groups))
     store = token_map_store(layout, settings, hrv_rows, latent=tuple(latents.shape[-2:]))
     store.active = False  # recording only inside the hook's gradient passes
     if cuda_graphs is None:
@@ -512,7 +534,7 @@ def generate_attend_excite(pipe, prompts: list[str], latents: torch.Tensor, targ
     hook = AttendExcite(store, targets, settings, num_evaluations(pipe, settings.num_inference_steps), early_exit,
                         graphs, tf32)
     try:
-        with frozen_weights(pipe.unet):
+        with frozen_weights(denoiser(pipe)):
             out = generate(pipe, list(prompts), latents, controllers=[store], step_hooks=[hook], graphs=graphs,
                            **common)
     finally:

@@ -20,6 +20,10 @@ Nothing else is touched: outside the windows, on the unconditional rows and on t
 the fused attention kernel, and an edited layer call computes explicit probabilities for the edited rows' outputs
 only (``Controller.edited_rows``). So the source image is bit for bit the plain generation of the same batch.
 
+Model families: the token axis is the family's text length T (CLIP 77; PixArt's T5 120 or 300, words from 0), and
+the self-attention threshold is the family's (``default_self_max_queries``: a UNet's quarter-side grids; every PixArt
+block, all on the one patch grid). On PixArt the blend maps are every block's, on the patch grid (docs/families.md).
+
 ``LocalBlend`` (a ``StepHook``) pulls an edited row's latents back to its source's outside the region its blend
 words attend to, from the map store (``core/maps.AttentionMaps``), optionally with HRV head weights: the
 reference defines such a blend but its store records nothing, so it never blends.
@@ -33,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from hrv_diffusion.core.attention import Controller, UNetCall
+from hrv_diffusion.core.families import denoiser, family_of
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 from hrv_diffusion.core.loop import StepHook, generate, latent_shape, seed_latents
 from hrv_diffusion.core.maps import AttentionMaps
@@ -57,10 +62,12 @@ def window(steps, count: int) -> tuple[int, int]:
 
 
 def default_self_max_queries(pipe, height: int | None = None, width: int | None = None) -> int:
-    """Self-attention is replaced on query grids of at most a quarter of the latent side: (h/4)·(w/4) queries.
-    SD v1.4 at 512² (64² latents): 256, the reference's 16 x 16 rule; SDXL at 1024²: 32 x 32 = 1024."""
+    """The most queries of a self-attention layer that is replaced, by the model's family. UNets: grids of at most a
+    quarter of the latent side, (h/4)·(w/4) queries (SD v1.4 at 512², 64² latents: 256, the reference's 16 x 16
+    rule; SDXL at 1024²: 32 x 32 = 1024). PixArt: its patch grid, so every block (``families.pixart``)."""
     _, h, w = latent_shape(pipe, height, width)
-    return (h // 4) * (w // 4)
+    model = denoiser(pipe)
+    return family_of(model).self_replace_queries(model.config, (h, w))
 
 
 def default_blend_resolution(pipe, layout: HeadLayout, height: int | None = None, width: int | None = None) -> int:
@@ -220,28 +227,29 @@ def batch_rows(groups: list[Group]) -> tuple[list[str], list[int], list[EditRow]
     return prompts, seeds, edit_rows, source_rows
 
 
-def _positions(tokenizer, prompt: str, word) -> list[int]:
-    return [p for p in word_token_positions(tokenizer, prompt, word) if p < MAX_TOKENS]
+def _positions(tokenizer, prompt: str, word, length: int = MAX_TOKENS) -> list[int]:
+    return [p for p in word_token_positions(tokenizer, prompt, word) if p < length]
 
 
-def _columns(tokenizer, prompt: str, words) -> torch.Tensor:
-    """(77,) bool: the token positions of ``words`` (one word or several, space-separated) in ``prompt``."""
-    cols = torch.zeros(MAX_TOKENS, dtype=torch.bool)
-    cols[_positions(tokenizer, prompt, words)] = True
+def _columns(tokenizer, prompt: str, words, length: int = MAX_TOKENS) -> torch.Tensor:
+    """(T,) bool: the token positions of ``words`` (one word or several, space-separated) in ``prompt``, on a text
+    axis of T = ``length`` tokens (CLIP: 77, positions 1.. after SOT; T5: the family's length, positions 0..)."""
+    cols = torch.zeros(length, dtype=torch.bool)
+    cols[_positions(tokenizer, prompt, words, length)] = True
     return cols
 
 
-def edit_mapper(tokenizer, source: str, edit: Edit) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M (77, 77) float32, keep (77,) bool): mapped = A_src @ M, used on the columns ``keep``, the row's own
-    attention elsewhere. Word swap: keep everywhere. Refine: M[mapper[j], j] = 1 where target token j has a
+def edit_mapper(tokenizer, source: str, edit: Edit, length: int = MAX_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M (T, T) float32, keep (T,) bool), T = ``length``: mapped = A_src @ M, used on the columns ``keep``, the row's
+    own attention elsewhere. Word swap: keep everywhere. Refine: M[mapper[j], j] = 1 where target token j has a
     source token, keep = the reference's alphas."""
     if edit.spec.edit == "replace":
-        mapper = word_swap_mapper(tokenizer, source, edit.target_prompt, tail=edit.spec.mapper_tail)
-        return mapper, torch.ones(MAX_TOKENS, dtype=torch.bool)
-    index, alphas = refinement_mapper(tokenizer, source, edit.target_prompt)
+        mapper = word_swap_mapper(tokenizer, source, edit.target_prompt, max_len=length, tail=edit.spec.mapper_tail)
+        return mapper, torch.ones(length, dtype=torch.bool)
+    index, alphas = refinement_mapper(tokenizer, source, edit.target_prompt, max_len=length)
     keep = alphas > 0
-    mapper = torch.zeros(MAX_TOKENS, MAX_TOKENS)
-    columns = torch.arange(MAX_TOKENS)[keep]
+    mapper = torch.zeros(length, length)
+    columns = torch.arange(length)[keep]
     mapper[index[keep], columns] = 1.0
     return mapper, keep
 
@@ -267,33 +275,36 @@ class PromptToPrompt(Controller):
 
     ``hrv`` is an ``HRV`` in the UNet's head order (``HRV.for_layout``) when a method uses one. ``latent`` (h, w),
     the generation's latent size, decides which self-attention layers are hooked (None: every one, in case); the
-    self-attention window of each layer call follows the latent size of its UNet call."""
+    self-attention window of each layer call follows the latent size of its UNet call. ``text_length``: the text
+    tokens T of a CA layer (the family's: CLIP 77; PixArt's T5 120 or 300)."""
 
     self_attention = True
 
     def __init__(self, edit_rows: list[EditRow], layout: HeadLayout, tokenizer, num_inference_steps: int,
-                 self_max_queries: int, hrv=None, device=None, latent: tuple[int, int] | None = None):
+                 self_max_queries: int, hrv=None, device=None, latent: tuple[int, int] | None = None,
+                 text_length: int = MAX_TOKENS):
         self.layout, self.self_max_queries, self.device = layout, int(self_max_queries), device
-        self.latent = latent
+        self.latent, self.text_length = latent, int(text_length)
+        T = self.text_length
         self.edit_rows = edit_rows
         H = layout.num_heads
         self.cross_windows = [window(r.edit.spec.cross_replace_steps, num_inference_steps + 1) for r in edit_rows]
         self.self_windows = [window(r.edit.spec.self_replace_steps, num_inference_steps) for r in edit_rows]
         E = len(edit_rows)
-        self.mapper = torch.zeros(E, MAX_TOKENS, MAX_TOKENS)  # (E, T, T)
-        self.keep = torch.ones(E, MAX_TOKENS, dtype=torch.bool)  # (E, T)
+        self.mapper = torch.zeros(E, T, T)  # (E, T, T)
+        self.keep = torch.ones(E, T, dtype=torch.bool)  # (E, T)
         for e, r in enumerate(edit_rows):
-            self.mapper[e], self.keep[e] = edit_mapper(tokenizer, r.source_prompt, r.edit)
+            self.mapper[e], self.keep[e] = edit_mapper(tokenizer, r.source_prompt, r.edit, T)
         self.restore_heads = torch.zeros(E, H, dtype=torch.bool)
-        self.restore_cols = torch.zeros(E, MAX_TOKENS, dtype=torch.bool)
+        self.restore_cols = torch.zeros(E, T, dtype=torch.bool)
         self.factor = torch.ones(E, H)
         self.restore_from = [0] * E
-        self.equalizer = torch.ones(E, H, MAX_TOKENS) if any(r.edit.spec.reweight for r in edit_rows) else None
+        self.equalizer = torch.ones(E, H, T) if any(r.edit.spec.reweight for r in edit_rows) else None
         for e, r in enumerate(edit_rows):
             spec = r.edit.spec
             values = self._hrv_row(hrv, spec.concept, H) if spec.uses_hrv else None
             if spec.restores:
-                self.restore_cols[e] = _columns(tokenizer, r.edit.target_prompt, r.edit.target_token)
+                self.restore_cols[e] = _columns(tokenizer, r.edit.target_prompt, r.edit.target_token, T)
                 self.restore_from[e] = spec.token_restoration_start_step
                 if spec.restoration == "head_list":
                     self.restore_heads[e, [layout.index_of(label) for label in spec.head_list]] = True
@@ -302,7 +313,7 @@ class PromptToPrompt(Controller):
                 if spec.restoration == "hrv":
                     self.factor[e] = values
             for word, value in spec.reweight:
-                cols = _columns(tokenizer, r.edit.target_prompt, word)
+                cols = _columns(tokenizer, r.edit.target_prompt, word, T)
                 per_head = value * values if spec.reweight_with_hrv else torch.full((H,), float(value))
                 self.equalizer[e][:, cols] = per_head[:, None]
         self._plans: dict[tuple[str, int], _Plan | None] = {}
@@ -372,8 +383,8 @@ class PromptToPrompt(Controller):
         source = probs[plan.sources]  # (E_a, h, N, T)
         if not layer.is_cross:
             return probs.index_copy(0, plan.rows, source)
-        if probs.shape[-1] != MAX_TOKENS:
-            raise ValueError(f"Prompt-to-Prompt maps {MAX_TOKENS} text tokens, this layer has {probs.shape[-1]}")
+        if probs.shape[-1] != self.text_length:
+            raise ValueError(f"Prompt-to-Prompt maps {self.text_length} text tokens, this layer has {probs.shape[-1]}")
         own = probs[plan.rows]  # (E_a, h, N, T)
         mapped = torch.matmul(source, plan.mapper)  # (E_a, h, N, T)
         if plan.keep is not None:  # refine: tokens without a source keep their own attention
@@ -416,9 +427,12 @@ class BlendMaps:
     """What blending and masks read from the map store: per edit row, its map group and word columns."""
 
     def __init__(self, edit_rows: list[EditRow], layout: HeadLayout, tokenizer, resolution: int, hrv=None,
-                 masks: list[tuple[int, str, str]] = (), latent: tuple[int, int] | None = None):
+                 masks: list[tuple[int, str, str]] = (), latent: tuple[int, int] | None = None,
+                 text_length: int = MAX_TOKENS):
         """The maps of the CA layers whose query grid is ``resolution`` rows high on latents of ``latent`` (h, w)
-        (default: the UNet's default sample size), on that grid."""
+        (default: the UNet's default sample size), on that grid (PixArt: every block, on the patch grid); word
+        columns on a text axis of ``text_length`` tokens."""
+        T = text_length
         concepts = sorted({r.edit.spec.concept for r in edit_rows
                            if r.edit.spec.local_blend is not None and r.edit.spec.blend_with_hrv})
         weights = [torch.ones(layout.num_heads)]
@@ -432,13 +446,13 @@ class BlendMaps:
         self.store = AttentionMaps(layout, grids[chosen[0]], head_weights=torch.stack(weights), layers=chosen)
         self.blend = []  # (row, source row, group, source columns (T,), target columns (T,)), rows that blend
         # (source row, source columns): the swapped words' region in a source image, per (row, source, target)
-        self.masks = [(row, source_word_columns(tokenizer, source, target)) for row, source, target in masks]
+        self.masks = [(row, source_word_columns(tokenizer, source, target, T)) for row, source, target in masks]
         for r in edit_rows:
             spec = r.edit.spec
             if spec.local_blend is not None:
                 group = 1 + concepts.index(spec.concept) if spec.blend_with_hrv else 0
-                source_cols = _columns(tokenizer, r.source_prompt, spec.local_blend[0])
-                target_cols = _columns(tokenizer, r.edit.target_prompt, spec.local_blend[1])
+                source_cols = _columns(tokenizer, r.source_prompt, spec.local_blend[0], T)
+                target_cols = _columns(tokenizer, r.edit.target_prompt, spec.local_blend[1], T)
                 self.blend.append((r.row, r.source_row, group, source_cols, target_cols, spec.blend_threshold))
 
     def summed(self, row: int, group: int, columns: torch.Tensor) -> torch.Tensor:
@@ -447,17 +461,18 @@ class BlendMaps:
         return (maps * columns.to(maps.device, maps.dtype)).sum(-1)
 
 
-def source_word_columns(tokenizer, source: str, target: str) -> torch.Tensor:
-    """(77,) bool: the source prompt's tokens that editing it into ``target`` changes. A word swap: the swapped
-    words. Otherwise: the source words missing from the target, else (words were only added) every word."""
+def source_word_columns(tokenizer, source: str, target: str, length: int = MAX_TOKENS) -> torch.Tensor:
+    """(T,) bool, T = ``length``: the source prompt's tokens that editing it into ``target`` changes. A word swap:
+    the swapped words. Otherwise: the source words missing from the target, else (words were only added) every
+    word."""
     words, target_words = source.split(), target.split()
     if len(words) == len(target_words):
         changed = swapped_words(source, target)
     else:
         changed = [i for i, w in enumerate(words) if w not in target_words] or list(range(len(words)))
-    cols = torch.zeros(MAX_TOKENS, dtype=torch.bool)
+    cols = torch.zeros(length, dtype=torch.bool)
     for i in changed:
-        cols[_positions(tokenizer, source, i)] = True
+        cols[_positions(tokenizer, source, i, length)] = True
     return cols
 
 
@@ -517,14 +532,17 @@ def generate_edits(pipe, groups: list[Group], *, hrv=None, num_inference_steps: 
     device = pipe._execution_device
     shape = latent_shape(pipe, height, width)  # (C, h, w)
     max_queries = default_self_max_queries(pipe, height, width) if self_max_queries is None else self_max_queries
+    length = family_of(pipe).text_length(pipe)  # T: CLIP 77, PixArt's T5 120 (α) or 300 (Σ)
     cls = ExplicitPromptToPrompt if explicit else PromptToPrompt
-    p2p = cls(edit_rows, layout, tokenizer, num_inference_steps, max_queries, hrv=hrv, device=device, latent=shape[1:])
+    p2p = cls(edit_rows, layout, tokenizer, num_inference_steps, max_queries, hrv=hrv, device=device, latent=shape[1:],
+              text_length=length)
     controllers, hooks, maps = [p2p], [], None
     mask_requests = [(source_rows[g], group.source_prompt, target)
                      for g, group in enumerate(groups) for target in group.mask_targets]
     if mask_requests or any(r.edit.spec.local_blend is not None for r in edit_rows):
         resolution = blend_resolution or default_blend_resolution(pipe, layout, height, width)
-        maps = BlendMaps(edit_rows, layout, tokenizer, resolution, hrv, masks=mask_requests, latent=shape[1:])
+        maps = BlendMaps(edit_rows, layout, tokenizer, resolution, hrv, masks=mask_requests, latent=shape[1:],
+                         text_length=length)
         controllers.insert(0, maps.store)  # before the edits: it reads each row's own attention, as P2P's store
         hooks.append(LocalBlend(maps))
     latents = seed_latents(seeds, shape)  # one generator per row, so every row of a group starts alike

@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", type=prompt_text, required=True, help="the prompt (also the folder name)")
     targets = g.add_mutually_exclusive_group()  # one way to name the targets: both would leave one unused
     targets.add_argument("--token_indices", type=nonnegative_int, nargs="+", default=None,
-                   help="positions of the tokens to excite, SOT = 0 (default: --token_words, else the prompt's nouns "
-                        "when nltk and its tagger data are installed, else the tokens are listed)")
+                   help="positions of the tokens to excite, SOT = 0 (T5, PixArt: the first word = 0) (default: "
+                        "--token_words, else the prompt's nouns when nltk and its tagger data are installed, else the "
+                        "tokens are listed)")
     targets.add_argument("--token_words", nargs="+", default=None, help="words to excite (all of their BPE pieces)")
     g.add_argument("--run_standard_attend_excite", action="store_true",
                    help="standard A&E: the mean over the heads of the CA layers at ATTENTION_RES (no HRV)")
@@ -51,6 +52,7 @@ def run(args) -> int:
     from hrv_diffusion.apps.runs import OutputTree
     from hrv_diffusion.cli.common import check_output_dir, interrupted, sigterm_as_interrupt
     from hrv_diffusion.cli.context import RunContext
+    from hrv_diffusion.core.families import text_axis
 
     ctx, mode = RunContext.from_args(args), ae.mode_of(args)
     check_output_dir(args.output_path, "--output_path")
@@ -58,15 +60,14 @@ def run(args) -> int:
     if mode == "hrv":  # before the model loads
         ctx.check_concepts(args.concepts or [])
         ctx.check_hrv()
-    ctx.require_unet(PROGRAM)
-    tokenizer = ctx.pipe.tokenizer
+    tokenizer, axis = ctx.pipe.tokenizer, text_axis(ctx.pipe)
     ctx.compile()
-    positions, labels = resolve_targets(tokenizer, args.prompt, args.token_indices, target_words(args))
+    positions, labels = resolve_targets(tokenizer, args.prompt, args.token_indices, target_words(args), axis=axis)
     _, h, _ = ctx.latent_shape()  # (C, h, w)
-    settings = ae.settings_from(args, mode, h)
+    settings = ae.settings_from(args, mode, h, ctx.pipe)
     concepts = ae.concepts_for(args, len(positions)) if mode == "hrv" else [None] * len(positions)
     ctx.check_concepts(c for c in concepts if c is not None)
-    job = PromptJob(args.prompt, positions, labels, concepts, eot_position(tokenizer, args.prompt))
+    job = PromptJob(args.prompt, positions, labels, concepts, eot_position(tokenizer, args.prompt, axis))
     tree = OutputTree(args.output_path, overwrite=args.overwrite, ignore=IGNORED)
     folders = plan_folders(tree, [job], {mode: settings}, args.experiment_num)
     hrv = ctx.hrv if mode == "hrv" else None

@@ -77,13 +77,14 @@ def mode_of(args) -> str:
         "standard" if getattr(args, "run_standard_attend_excite", False) else "hrv")
 
 
-def settings_from(args, mode: str, latent_size: int):
-    """The ``AttendExciteSettings`` of ``mode`` from the flags; ``latent_size`` (h) gives the default R."""
+def settings_from(args, mode: str, latent_size: int, model=None):
+    """The ``AttendExciteSettings`` of ``mode`` from the flags; ``latent_size`` (h) and the family of ``model`` (a
+    pipeline; None: a UNet) give the default R."""
     from hrv_diffusion.apps.attend_excite import AttendExciteSettings, default_attention_res
 
     diffusers = args.anchor == "diffusers"
     return AttendExciteSettings(
-        mode=mode, attention_res=args.attention_res or default_attention_res(mode, latent_size),
+        mode=mode, attention_res=args.attention_res or default_attention_res(mode, latent_size, model),
         max_iter_to_alter=args.max_iter_to_alter, thresholds=parse_thresholds(args.thresholds),
         scale_factor=args.scale_factor, scale_range=tuple(args.scale_range),
         max_refinement_steps=args.max_refinement_steps, smooth_attentions=args.smooth_attentions or diffusers,

@@ -91,16 +91,6 @@ class RunContext:
         return load_pipeline(self.card, dtype=self.dtype, device=self.device,
                              scheduler=_flag(self.args, "scheduler", "pndm"))
 
-    def require_unet(self, program: str) -> None:
-        """Refuse, in one line, a model of another family for an application that runs on UNets only (loads it)."""
-        from hrv_diffusion.core.families import UNET, family_of
-
-        family = family_of(self.pipe)
-        if family is not UNET:
-            raise UserError(f"{program} runs on UNet models only for now (SD 1.x/2.x/XL, the toy); --model_card "
-                            f"{self.card} is a {family.name} model: use hrv-relevance, hrv-weakening, "
-                            "hrv-reduce-misinterpretation or hrv-visualize with it (docs/families.md)")
-
     def compile(self, skip=(), whole: bool = False) -> None:
         """``--compile``: compile every UNet region but the cross-attention layers and the modules ``skip``;
         ``whole``: the UNet's forward as one, the cross-attention layers left eager (``compile_unet_blocks``). Other

@@ -43,16 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def jobs_of(args, prompts, tokenizer, with_concepts: bool) -> list:
-    """The ``PromptJob`` of each prompt: its nouns as targets, with their concepts (A&E-HRV)."""
+def jobs_of(args, prompts, tokenizer, with_concepts: bool, axis=None) -> list:
+    """The ``PromptJob`` of each prompt: its nouns as targets, with their concepts (A&E-HRV); ``axis``: the
+    pipeline's ``TextAxis`` (None: CLIP's)."""
     from hrv_diffusion.apps.attend_excite_runs import PromptJob
-    from hrv_diffusion.apps.attend_excite_tokens import eot_position, word_targets
+    from hrv_diffusion.apps.attend_excite_tokens import CLIP_AXIS, eot_position, word_targets
 
+    axis = axis or CLIP_AXIS
     jobs = []
     for item in prompts:
         concepts = ae.concepts_for(args, len(item.nouns)) if with_concepts else [None] * len(item.nouns)
-        jobs.append(PromptJob(item.prompt, word_targets(tokenizer, item.prompt, item.nouns), list(item.nouns),
-                              concepts, eot_position(tokenizer, item.prompt)))
+        jobs.append(PromptJob(item.prompt, word_targets(tokenizer, item.prompt, item.nouns, axis), list(item.nouns),
+                              concepts, eot_position(tokenizer, item.prompt, axis)))
     return jobs
 
 
@@ -62,6 +64,7 @@ def run(args) -> int:
     from hrv_diffusion.apps.runs import OutputTree
     from hrv_diffusion.cli.common import check_output_dir, interrupted, sigterm_as_interrupt
     from hrv_diffusion.cli.context import RunContext
+    from hrv_diffusion.core.families import text_axis
 
     ctx = RunContext.from_args(args)
     check_output_dir(args.output_path, "--output_path")
@@ -75,10 +78,9 @@ def run(args) -> int:
         ctx.check_concepts(args.concepts or [])
         ctx.check_hrv()
     ctx.compile()
-    ctx.require_unet(PROGRAM)
-    jobs = jobs_of(args, prompts, ctx.pipe.tokenizer, with_hrv)
+    jobs = jobs_of(args, prompts, ctx.pipe.tokenizer, with_hrv, text_axis(ctx.pipe))
     _, h, _ = ctx.latent_shape()  # (C, h, w)
-    settings = {m: ae.settings_from(args, m, h) for m in args.methods}
+    settings = {m: ae.settings_from(args, m, h, ctx.pipe) for m in args.methods}
     ctx.check_concepts(dict.fromkeys(c for job in jobs for c in job.concepts if c is not None))
     tree = OutputTree(args.output_path, overwrite=args.overwrite, ignore=IGNORED)
     folders = plan_folders(tree, jobs, settings, experiment)

@@ -79,7 +79,6 @@ def run(args) -> int:
     if uses_hrv:
         ctx.check_hrv()
     ctx.latent_shape()  # loads the model; a --height/--width it cannot make fails here
-    ctx.require_unet(PROGRAM)
     if args.head_list_path:
         specs = method_specs(args, ctx.layout)
     hrv = ctx.hrv if uses_hrv else None

@@ -88,7 +88,6 @@ def run(args) -> int:
     if uses_hrv:
         ctx.check_hrv()
     ctx.latent_shape()  # loads the model; a --height/--width it cannot make fails here
-    ctx.require_unet(PROGRAM)
     hrv = ctx.hrv if uses_hrv else None
     settings = run_settings(args, ctx, hrv)
     exp = EditLayout(args.output_path, args.experiment_num, settings, overwrite=args.overwrite)

@@ -27,7 +27,12 @@ GRAPH_SCHEDULERS = ("PNDMScheduler", "DDIMScheduler", "DDPMScheduler")
 
 
 def graphs_supported(pipe) -> bool:
-    """Whether ``pipe``'s passes can be captured: its UNet on a CUDA device and a scheduler of GRAPH_SCHEDULERS."""
+    """Whether ``pipe``'s passes can be captured: a UNet (other families' passes were never captured: not yet) on
+    a CUDA device and a scheduler of GRAPH_SCHEDULERS."""
+    from hrv_diffusion.core.families import UNET, family_of
+
+    if family_of(pipe) is not UNET:
+        return False
     return pipe.unet.device.type == "cuda" and type(pipe.scheduler).__name__ in GRAPH_SCHEDULERS
 
 

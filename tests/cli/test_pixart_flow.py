@@ -1,13 +1,17 @@
 """The commands on ``--model_card tiny-pixart`` (the PixArt family), in process, in one folder: hrv-heads, then
 hrv-text-embeddings, hrv-relevance and hrv-extract (the HRV), then the applications that run on it (ordered
-weakening, SD-HRV adjusting, visualization), with the family's label grammar in every output."""
+weakening, SD-HRV adjusting, visualization, P2P / P2P-HRV and its benchmark, A&E / A&E-HRV and the multi-object
+runs), with the family's label grammar in every output."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from hrv_diffusion.cli import adjust, extract, heads, relevance, text_embeddings, visualize, weakening
+from hrv_diffusion.cli import (adjust, attend_excite, extract, heads, multi_object, p2p, p2p_benchmark, relevance,
+                               text_embeddings, visualize, weakening)
 from hrv_diffusion.core.families import pixart
 from hrv_diffusion.hrv.shards import load_shard
 
@@ -68,3 +72,53 @@ def test_ordered_weakening_and_visualization_run(built, monkeypatch):
     assert len(list((folder / "ordered_weakening_analysis").rglob("*.png"))) == 4  # k = 0 and 2, two orders
     assert visualize.main([*COMMON, "--hrv", str(hrv), "--output_dir", str(folder / "vis")]) in (0, None)
     assert "block 0, head" in (folder / "vis" / "top_heads.md").read_text()
+
+
+def test_p2p_and_p2p_hrv_run(built):
+    """hrv-p2p on tiny-pixart: the P2P baseline, P2P-HRV with the model's own HRV, and the all-heads restoration."""
+    folder, _, hrv = built
+    out = folder / "p2p"
+    flags = [*COMMON, "--prompts", "a red circle", "a blue circle", "--target_token", "blue", "--seeds", "1",
+             "--n_inference_steps", "2", "--output_path", str(out), "--quiet"]
+    assert p2p.main([*flags, "--hrv", str(hrv), "--use_soft_vector", "--concepts", "Color",
+                     "--save_original_p2p", "--local_blend", "red", "blue"]) in (0, None)
+    assert p2p.main([*flags, "--replace_all_heads", "--experiment_num", "2"]) in (0, None)
+    source = np.asarray(Image.open(out / "exp_1" / "source" / "a red circle" / "1.png"))
+    edited = {p.parent.parent.name: np.asarray(Image.open(p)) for p in (out / "exp_1").rglob("*_to_*/1.png")}
+    assert sorted(edited) == ["Color_0.9_blend", "original_p2p_blend"]
+    assert all(image.shape == source.shape == (32, 32, 3) for image in edited.values())
+    assert len(list((out / "exp_2").rglob("*_to_*/1.png"))) == 1
+
+
+def test_p2p_benchmark_runs(built):
+    folder, _, hrv = built
+    out = folder / "benchmark"
+    assert p2p_benchmark.main([*COMMON, "--hrv", str(hrv), "--sets", "color", "--max_pairs", "1", "--methods", "p2p",
+                               "p2p_hrv", "--seeds", "1", "--n_inference_steps", "2", "--output_path", str(out),
+                               "--quiet"]) in (0, None)
+    assert len(list((out / "exp_1" / "masks").rglob("*.png"))) == 1
+    assert len(list(out.rglob("*.png"))) == 4  # the source, the two methods' edits, the mask
+
+
+@pytest.mark.parametrize("mode", [["--run_standard_attend_excite"], []])
+def test_attend_excite_runs(built, mode):
+    """hrv-attend-excite on tiny-pixart, standard A&E and A&E-HRV; T5 positions start at the first word (0)."""
+    folder, _, hrv = built
+    out = folder / f"ae{len(mode)}"
+    assert attend_excite.main([*COMMON, *mode, "--prompt", "circle and a blue square", "--token_indices", "0", "4",
+                               "--hrv", str(hrv), "--concepts", "Shape", "--seeds", "1", "--n_inference_steps", "2",
+                               "--max_iter_to_alter", "2", "--output_path", str(out), "--quiet"]) in (0, None)
+    [image] = out.rglob("1.png")
+    [telemetry] = out.rglob("1.json")
+    steps = json.loads(telemetry.read_text())["steps"]
+    assert [s["step"] for s in steps] == [0, 1] and all(len(s["max_attention"]) == 2 for s in steps)
+    assert np.asarray(Image.open(image)).shape == (32, 32, 3)
+
+
+def test_multi_object_runs(built):
+    folder, _, hrv = built
+    out = folder / "multi"
+    assert multi_object.main([*COMMON, "--prompt_set", "toy", "--methods", "hrv", "standard", "sd", "--concepts",
+                              "Shape", "--hrv", str(hrv), "--num_seeds", "1", "--n_inference_steps", "2",
+                              "--max_iter_to_alter", "1", "--output_path", str(out), "--quiet"]) in (0, None)
+    assert len(list(out.rglob("0.png"))) == 6  # 2 prompts x 3 methods

@@ -32,15 +32,34 @@ class Family:
     encoding: Callable  # (pipe) -> name of the word encoding, written into embedding files
     downsampling: Callable  # (config) -> how much the coarsest query grid is smaller than the latent
     text_length: Callable  # (pipe) -> T, the text tokens of an encoded prompt (the keys of a CA layer)
+    start_tokens: int  # tokens before a prompt's first word: 1 (CLIP's SOT), 0 (T5)
+    masks_padding: bool  # padding columns carry an attention bias (T5) rather than being attended text (CLIP)
+    self_replace_queries: Callable  # (config, latent (h, w)) -> P2P: most queries of a self-attention layer replaced
+    attention_res: Callable  # (mode, latent side, config) -> A&E's default map side R
 
 
 UNET = Family("unet", "unet", "sample", unet.layout, unet.encode_words, unet.bank_keys, unet.encode_prompts,
               unet.predict, unet.encoding, unet.downsampling,
-              unet.text_length)
+              unet.text_length, unet.START_TOKENS, False, unet.self_replace_queries, unet.attention_res)
 PIXART = Family("pixart", "transformer", "hidden_states", pixart.layout, pixart.encode_words, pixart.bank_keys,
                 pixart.encode_prompts, pixart.predict, pixart.encoding, pixart.downsampling,
-                pixart.text_length)
+                pixart.text_length, pixart.START_TOKENS, True, pixart.self_replace_queries, pixart.attention_res)
 FAMILIES = (UNET, PIXART)
+
+
+@dataclass(frozen=True)
+class TextAxis:
+    """The text columns of a CA layer's probabilities for one pipeline: what token positions mean there."""
+
+    length: int  # T: columns of an encoded prompt (CLIP 77; T5: PixArt-α 120, Σ 300)
+    first: int  # position of a prompt's first word token: 1 after CLIP's SOT, 0 for T5 (no start token)
+    masks_padding: bool  # True: columns past a prompt's end token are padding with ~0 probability (T5's mask)
+
+
+def text_axis(pipe) -> TextAxis:
+    """The ``TextAxis`` of a pipeline, from its family."""
+    family = family_of(pipe)
+    return TextAxis(int(family.text_length(pipe)), family.start_tokens, family.masks_padding)
 
 
 def family_of(pipe_or_model) -> Family:

@@ -28,6 +28,8 @@ from hrv_diffusion.core.families import unet
 from hrv_diffusion.core.layout import BLOCK_LABEL, AttnLayer, HeadLayout
 
 MAX_LENGTH = 77  # rows per stored word: the sink, the word's tokens, its </s>, padding (as the UNet family's files)
+START_TOKENS = 0  # T5 has no start token: a prompt's first word is token 0
+MIN_ATTENTION_RES = 8  # A&E-HRV's coarsest default map, as the UNet family's
 
 # The real transformers' configs (diffusers' PixArtTransformer2DModel arguments, from the hub's
 # transformer/config.json of PixArt-alpha/PixArt-XL-2-1024-MS and PixArt-alpha/PixArt-Sigma-XL-2-1024-MS).
@@ -72,6 +74,33 @@ def layout(transformer) -> HeadLayout:
 def downsampling(config) -> int:
     """The patch size: every block's queries sit on the (h / p) x (w / p) patch grid."""
     return int(config.patch_size)
+
+
+def _grid(config, latent) -> tuple[int, int]:
+    """The patch grid of a latent (h, w): every block's queries, (h / p) x (w / p) (rounded up)."""
+    p = int(config.patch_size)
+    return -(-int(latent[0]) // p), -(-int(latent[1]) // p)
+
+
+def self_replace_queries(config, latent) -> int:
+    """Prompt-to-Prompt replaces self-attention in every block: all blocks' queries lie on the one patch grid, so
+    the UNet's rule (grids of at most a quarter of the latent side, its coarse levels) would keep none; P2P's self
+    window (``--self_replace_steps``, the first 40% of the steps by default) is the only restriction."""
+    h, w = _grid(config, latent)
+    return h * w
+
+
+def attention_res(mode: str, latent_size: int, config) -> int:
+    """A&E's R by default. Standard A&E averages every block's maps on the patch grid, its one grid (latent / p:
+    tiny-pixart 8, PixArt at 1024² 64), in place of the UNet's 16 x 16 layers. A&E-HRV resamples every head's map to
+    R x R with the UNet family's rule, latent / 8 but at least 8 (PixArt at 1024²: 16), at most the grid."""
+    side = _grid(config, (latent_size, latent_size))[0]
+    if mode != "hrv":
+        return side
+    divisor = 8
+    while latent_size // divisor < MIN_ATTENTION_RES and divisor > 1:
+        divisor //= 2
+    return max(1, min(side, latent_size // divisor))
 
 
 def from_config(config: dict):

@@ -20,6 +20,8 @@ from hrv_diffusion.core.models import is_sdxl
 
 PLACES = ("down", "mid", "up")
 MAX_LENGTH = 77
+START_TOKENS = 1  # CLIP's SOT comes before a prompt's first word
+MIN_ATTENTION_RES = 8  # A&E's coarsest default map: smaller models' latent/8 would leave 2 x 2 maps (the toy's)
 
 
 def default_latent(config) -> tuple[int, int]:
@@ -64,6 +66,24 @@ def layout(unet) -> HeadLayout:
 def downsampling(config) -> int:
     """How much the deepest level's grid is smaller than the latent: 2 ** (down blocks - 1)."""
     return 2 ** (len(config.down_block_types) - 1)
+
+
+def self_replace_queries(config, latent) -> int:
+    """Prompt-to-Prompt replaces self-attention on query grids of at most a quarter of the latent side:
+    (h/4)·(w/4) queries. SD v1.4 at 512² (64² latents): 256, the reference's 16 x 16 rule; SDXL at 1024²: 32²."""
+    h, w = latent
+    return (int(h) // 4) * (int(w) // 4)
+
+
+def attention_res(mode: str, latent_size: int, config=None) -> int:
+    """A&E's R by default, following the latent grid: A&E-HRV latent/8 (SD v1.4 at 512²: 8, the reference),
+    standard A&E latent/4 (16, the reference and diffusers); SDXL at 1024² (latents 128): 16 and 32. Where that is
+    below ``MIN_ATTENTION_RES``, a finer grid of the UNet (latent/2, latent/1): the toy (latents 16) gets 8, and at
+    48x32 (latents 24 rows) standard A&E gets 12, a grid its CA layers have."""
+    divisor = 8 if mode == "hrv" else 4
+    while latent_size // divisor < MIN_ATTENTION_RES and divisor > 1:
+        divisor //= 2
+    return max(1, latent_size // divisor)
 
 
 def from_config(config: dict):
