@@ -58,7 +58,8 @@ def main(argv=None) -> int:
                                steps=args.steps, random_sets=args.random_sets, progress=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"model": args.model_card, "random_sets": args.random_sets, "n_captions": args.n, "steps": args.steps, "seed": args.seed, "k": args.k,
+    report = {"model": args.model_card, "random_sets": args.random_sets, "n_captions": args.n, "steps": args.steps,
+              "seed": args.seed, "k": args.k,
               "factor": -2.0, "tokens": "every prompt token", "seconds": round(time.perf_counter() - start, 1),
               "concepts": results}
     (out / "weakening_results.json").write_text(json.dumps(report, indent=1) + "\n")

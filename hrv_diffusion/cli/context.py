@@ -25,7 +25,10 @@ PAPER_DESCRIPTION = "340_final_text_descriptions"
 
 def default_description(card: str) -> str:
     """The concept set a model's shipped HRVs are over: the toy's own five concepts, else the paper's 34."""
-    return TOY_DESCRIPTION if card == "toy" else PAPER_DESCRIPTION
+    from hrv_diffusion.cli.common import TOY_CARDS
+    from hrv_diffusion.hrv.paper import TOY_VERSIONS
+
+    return TOY_DESCRIPTION if card in TOY_CARDS or card in TOY_VERSIONS else PAPER_DESCRIPTION
 
 
 def _flag(args, name: str, default=None):

@@ -87,6 +87,7 @@ def weakening_curves(pipe, hrv: np.ndarray, concept_names: list[str], concepts: 
             curve[f"random_{k}"] = float(np.mean([acc[attribute] for acc in runs_k]))
         results[concept] = {"attribute": attribute, "curve": curve, "all_attributes": every}
         if random_runs:
-            results[concept]["random_sets"] = {k: [acc[attribute] for acc in runs_k] for k, runs_k in random_runs.items()}
+            results[concept]["random_sets"] = {k: [acc[attribute] for acc in runs_k]
+                                               for k, runs_k in random_runs.items()}
     bar.close()
     return results
