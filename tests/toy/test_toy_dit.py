@@ -115,3 +115,36 @@ def test_training_smoke_run_saves_a_loadable_model(tmp_path, toy):
     pipe = load_toy_dit(tmp_path / "model", toy_pipe=toy)
     assert head_layout(pipe).num_heads == 48
     assert np.isfinite(pipe.transformer.pos_embed.proj.weight.detach().numpy()).all()
+
+
+# ---------------------------------------------------------------------------------------------- the shipped model
+
+@pytest.fixture(scope="module")
+def shipped():
+    from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description
+    from hrv_diffusion.hrv.files import read_hrv
+    from hrv_diffusion.hrv.paper import paper_files
+
+    vectors, index = paper_files("toy_dit")
+    hrv, labels = read_hrv(vectors, index)
+    concepts = list(read_concept_set(resolve_description("toy_concepts")).names)
+    return load_pipeline("toy-dit"), hrv, labels, concepts
+
+
+def test_shipped_toy_dit_and_its_hrv(shipped):
+    pipe, hrv, labels, concepts = shipped
+    assert family_of(pipe) is PIXART and head_layout(pipe).num_heads == 48
+    assert list(labels) == head_layout(pipe).labels
+    assert hrv.shape == (len(concepts), 48)
+    assert abs(hrv.sum(1) - 48).max() < 1e-3
+
+
+def test_morhf_below_random_head_sets(shipped):
+    """CI-sized ground truth on the toy DiT (docs/toy.md has the full run): weakening Position's 12 most relevant heads
+    hurts position more than weakening random sets of 12 heads."""
+    from hrv_diffusion.toy.weakening import weakening_curves
+
+    pipe, hrv, _, concepts = shipped
+    curve = weakening_curves(pipe, hrv, concepts, ["Position"], [0, 12], n=16, steps=20,
+                             random_sets=3)["Position"]["curve"]
+    assert curve["top_12"] < curve["random_12"] <= curve["top_0"], curve
