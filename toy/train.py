@@ -209,6 +209,32 @@ def state_digest(module) -> str:
     return h.hexdigest()
 
 
+def resume_state(ckpt_path: Path, s, must_match=MUST_MATCH) -> dict | None:
+    """The checkpoint ``--resume`` continues from (None if there is none yet); refused, in one line, when it was
+    made with other ``must_match`` settings (the data and models they define)."""
+    if not ckpt_path.exists():
+        return None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    wrong = [k for k in must_match if state["settings"][k] != getattr(s, k)]
+    if wrong:
+        raise SystemExit(f"{ckpt_path} was made with other {', '.join(wrong)}: "
+                         + ", ".join(f"{k}={state['settings'][k]}" for k in wrong))
+    return state
+
+
+def evaluate(pipe, path: Path, log, n: int, seed: int, steps: int, guidance: float = 7.5) -> dict:
+    """Generate ``n`` images from held-out and from training captions, score them, write ``path`` (JSON)."""
+    from hrv_diffusion.toy.evaluate import evaluate_pipeline
+
+    results = {}
+    for split in ("heldout", "train"):
+        r = evaluate_pipeline(pipe, n=n, seed=seed, split=split, steps=steps, guidance=guidance, batch_size=256)
+        results[split] = {k: v for k, v in r.items() if k != "counts"}
+        log(event="eval", split=split, accuracy=r["accuracy"], eval_seconds=r["seconds"])
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -339,13 +365,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_dir = Path(s.model_dir or out / "model")
     ckpt_path = out / "checkpoint.pt"
-    state = None
-    if s.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        wrong = [k for k in MUST_MATCH if state["settings"][k] != getattr(s, k)]
-        if wrong:
-            raise SystemExit(f"{ckpt_path} was made with other {', '.join(wrong)}: "
-                             + ", ".join(f"{k}={state['settings'][k]}" for k in wrong))
+    state = resume_state(ckpt_path, s) if s.resume else None
     start, before = time.perf_counter(), (state["elapsed_s"] if state else 0.0)
 
     def elapsed() -> float:
@@ -430,15 +450,8 @@ def main(argv=None) -> int:
     save_toy_pipeline(pipe, model_dir)
     log(event="saved", model_dir=str(model_dir), bytes=folder_bytes(model_dir))
     if s.eval_images:
-        from hrv_diffusion.toy.evaluate import evaluate_pipeline
-
-        results = {}
-        for split in ("heldout", "train"):
-            r = evaluate_pipeline(pipe, n=s.eval_images, seed=s.seed + 1000, split=split, steps=s.eval_steps,
-                                  guidance=s.eval_guidance, batch_size=256)
-            results[split] = {k: v for k, v in r.items() if k != "counts"}
-            log(event="eval", split=split, accuracy=r["accuracy"], eval_seconds=r["seconds"])
-        (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        evaluate(pipe, out / "eval.json", log, n=s.eval_images, seed=s.seed + 1000, steps=s.eval_steps,
+                 guidance=s.eval_guidance)
     return 0
 
 

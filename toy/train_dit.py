@@ -19,7 +19,6 @@ written every ``--checkpoint_every`` steps and at the end; OUT/train_log.jsonl h
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ for path in (str(ROOT), str(ROOT / "toy")):  # the package, and toy/train.py's t
 
 import torch  # noqa: E402
 
-from train import Log, encode_latents, encode_text, save_checkpoint, train_unet  # noqa: E402
+from train import Log, encode_latents, encode_text, evaluate, resume_state, save_checkpoint, train_unet  # noqa: E402
 
 
 @dataclass
@@ -128,12 +127,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_dir = Path(s.model_dir or out / "model")
     ckpt_path = out / "checkpoint.pt"
-    state = None
-    if s.resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        wrong = [k for k in MUST_MATCH if state["settings"][k] != getattr(s, k)]
-        if wrong:
-            raise SystemExit(f"{ckpt_path} was made with other {', '.join(wrong)}: pass the same values")
+    state = resume_state(ckpt_path, s, MUST_MATCH) if s.resume else None
     start, before = time.perf_counter(), (state["elapsed_s"] if state else 0.0)
 
     def elapsed() -> float:
@@ -196,15 +190,7 @@ def main(argv=None) -> int:
     save_toy_dit(pipe, model_dir)
     log(event="saved", model_dir=str(model_dir), bytes=folder_bytes(model_dir))
     if s.eval_images:
-        from hrv_diffusion.toy.evaluate import evaluate_pipeline
-
-        results = {}
-        for split in ("heldout", "train"):
-            r = evaluate_pipeline(pipe, n=s.eval_images, seed=s.seed + 1000, split=split, steps=s.eval_steps,
-                                  batch_size=256)
-            results[split] = {k: v for k, v in r.items() if k != "counts"}
-            log(event="eval", split=split, accuracy=r["accuracy"], eval_seconds=r["seconds"])
-        (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+        evaluate(pipe, out / "eval.json", log, n=s.eval_images, seed=s.seed + 1000, steps=s.eval_steps)
     return 0
 
 
