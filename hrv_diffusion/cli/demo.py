@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="hrv-demo", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--output_dir", type=output_folder, default="demo_output", help="folder for every output (created)")
     p.add_argument("--model_card", default="toy",
-                   help="toy (the built-in trained toy model), tiny-sd, tiny-sd2 or tiny-sdxl (random weights: "
-                        "machinery only), or a diffusers folder")
+                   help="toy (the built-in trained toy model), toy-dit (its diffusion transformer), tiny-sd, tiny-sd2 "
+                        "or tiny-sdxl (random weights: machinery only), or a diffusers folder")
     p.add_argument("--prompts", type=positive_int, default=64, help="how many prompts of the list (the first N)")
     p.add_argument("--batch_size", type=positive_int, default=16, help="prompts per pipeline call")
     p.add_argument("--workers", type=positive_int, default=None,
@@ -86,13 +86,14 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
+    from hrv_diffusion.cli.common import TOY_CARDS
     from hrv_diffusion.cli.context import default_description
     from hrv_diffusion.hrv.files import read_hrv
     from hrv_diffusion.apps.visualize import plot_hrv_heatmap
 
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    toy = args.model_card == "toy"
+    toy = args.model_card in TOY_CARDS
     description, prompt = default_description(args.model_card), ("toy" if toy else "imagenet")
     common = ["--model_card", args.model_card, "--description", description]
     workers = args.workers or default_workers(args.prompts, args.batch_size)
