@@ -10,7 +10,7 @@ from pathlib import Path
 CASES = [
     {"command": ["hrv-attend-excite", "--model_card", "toyy", "--prompt", "a red circle"],
      "input": "a typo in --model_card (toyy): reported as an unknown model card, not an unknown concept",
-     "expect": "unknown model card 'toyy': it is neither a built-in model (toy, tiny-sd, tiny-sd2, tiny-sdxl",
+     "expect": "unknown model card 'toyy': it is neither a built-in model (toy, toy-dit, tiny-sd, tiny-sd2, tiny-sdxl",
      "exit": 2},
     {"command": ["hrv-weakening", "--model_card", "toyy"],
      "input": "a typo in --model_card before any HRV file is looked for (weakening)",
