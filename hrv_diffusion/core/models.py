@@ -108,6 +108,29 @@ def load_model_index(card: str) -> dict:
         raise _not_available(card, "model_index.json", error) from None
 
 
+def is_pixart_card(card: str) -> bool:
+    """Whether a card is of the PixArt family (T5 text), known before loading and without the network:
+    ``tiny-pixart``, the PixArt-α/Σ hub ids, or a local folder or cached hub id whose ``model_index.json`` names a
+    PixArt pipeline. False for anything else, unreadable cards included (loading reports those)."""
+    import json
+
+    from hrv_diffusion.core.families.pixart import CONFIGS
+    from hrv_diffusion.core.hub import in_hf_cache
+
+    card = str(card)
+    if card in BUILT_IN or card in CONFIGS:
+        return card == "tiny-pixart" or card in CONFIGS
+    index = Path(card).expanduser() / "model_index.json"
+    if not index.is_file() and in_hf_cache(card):
+        from huggingface_hub import try_to_load_from_cache
+
+        index = Path(try_to_load_from_cache(card, "model_index.json"))
+    try:
+        return json.loads(index.read_text()).get("_class_name") in PIXART_PIPELINES
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def is_sdxl_index(model_index: dict) -> bool:
     return "text_encoder_2" in model_index or "XL" in str(model_index.get("_class_name", ""))
 
