@@ -118,8 +118,10 @@ def is_pixart_card(card: str) -> bool:
     from hrv_diffusion.core.hub import in_hf_cache
 
     card = str(card)
-    if card in BUILT_IN or card in CONFIGS:
-        return card == "tiny-pixart" or card in CONFIGS
+    if card in BUILT_IN:
+        return card == "tiny-pixart"
+    if card in CONFIGS:
+        return True
     index = Path(card).expanduser() / "model_index.json"
     if not index.is_file() and in_hf_cache(card):
         from huggingface_hub import try_to_load_from_cache

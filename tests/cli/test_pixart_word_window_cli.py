@@ -2,7 +2,8 @@
 
 A word past CLIP's 77 tokens but inside tiny-pixart's 120 (PixArt-α's length) runs through hrv-p2p and
 hrv-reduce-misinterpretation on tiny-pixart: the early CLIP check (kept for UNet cards, bad_inputs_20b.py) is not
-applied to a PixArt card. Words past the 120 tokens are refused (bad_inputs_22g.py).
+applied to a PixArt card. Words past the 120 tokens are refused (bad_inputs_22g.py; the functions:
+tests/apps/test_pixart_word_window.py).
 """
 from __future__ import annotations
 
@@ -22,7 +23,18 @@ RUN = ["--model_card", "tiny-pixart", "--seeds", "1", "--n_inference_steps", "2"
 def test_the_prompts_word_is_past_clips_window_only():
     with pytest.raises(UserError, match="past the 77-token window"):
         word_positions_in_window(clip_tokenizer(), f"a car {FAR} red", "red")
-    assert is_pixart_card("tiny-pixart") and not is_pixart_card("tiny-sd") and not is_pixart_card("toy")
+
+
+def test_pixart_cards_are_known_before_loading(tmp_path):
+    """From the card's name or its model_index.json; unreadable cards are not PixArt (loading reports them)."""
+    import json
+
+    assert is_pixart_card("tiny-pixart") and is_pixart_card("PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
+    assert not any(is_pixart_card(c) for c in ("tiny-sd", "tiny-sdxl", "toy", str(tmp_path / "missing")))
+    for name, cls in (("sigma", "PixArtSigmaPipeline"), ("sd", "StableDiffusionPipeline")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+    assert is_pixart_card(str(tmp_path / "sigma")) and not is_pixart_card(str(tmp_path / "sd"))
 
 
 def test_hrv_p2p_runs_a_swap_past_clips_window_on_tiny_pixart(tmp_path):
