@@ -17,7 +17,8 @@ In one process, on the same prompts, latents, batch and card, it times per promp
     CA layer and evaluation; the paper's PNDM, 50 steps = 51 evaluations, CFG 7.5; the shard written),
   - ``plain``: the same loop (``core.loop.generate``) with no controller: the stock diffusers processors,
   - ``hooked``: the same loop with the hooked processors and a no-op controller (the hooks' own cost),
-and reports s/prompt for each and ``vote_overhead = hrv / plain - 1`` (the goal: <= 10 %).
+and reports s/prompt for each and ``vote_overhead = hrv / plain - 1`` (the goal: <= 10 %). ``--compile_votes``: the
+vote computation compiled, as ``hrv-relevance --compile`` does on PixArt (the transformer stays eager in every mode).
 
     python bench/bench_pixart.py --batch 4 --prompts 8 --out bench/results/pixart_sigma_hrv_h100.json
     python bench/bench_pixart.py --smoke --out /tmp/pixart_smoke.json   # tiny-pixart on the CPU, seconds
@@ -132,6 +133,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, help="default hrv-relevance's 50 PNDM steps = 51 evaluations; smoke 2")
     p.add_argument("--warmup_steps", type=int, help="steps of each mode's warm-up batch; default 3, smoke 1")
     p.add_argument("--reps", type=int, help="interleaved repetitions of the three modes; default 2, smoke 1")
+    p.add_argument("--compile_votes", action="store_true", help="torch.compile the vote (hrv-relevance --compile)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     defaults = SMOKE if args.smoke else FULL
@@ -165,6 +167,7 @@ def main(argv=None):
         "words": f"{len(concepts.flat_words)} random bank words (W, {pixart.MAX_LENGTH}, {channels}), 1..3 tokens",
         "scheduler": type(pipe.scheduler).__name__, "steps": args.steps, "evaluations": evaluations,
         "guidance_scale": 7.5, "batch": args.batch, "prompts": args.prompts, "reps": args.reps,
+        "compile_votes": args.compile_votes,
         "params_m": sum(p.numel() for p in transformer.parameters()) / 1e6,
     }
     results = Path(tempfile.mkdtemp())
@@ -184,7 +187,7 @@ def main(argv=None):
     def hrv(indices, steps):
         settings = RelevanceSettings(model_card="random-pixart-sigma", model_version="random", description="paper",
                                      prompt="bench", batch_size=args.batch, dtype=dtype_name,
-                                     num_inference_steps=steps, checkpoint_every=10**9)
+                                     num_inference_steps=steps, checkpoint_every=10**9, compile=args.compile_votes)
         [path] = run_relevance(pipe, settings, concepts, words, prompts, indices, meta, results, progress=False)
         counts = load_shard(path).counts  # (T, H, C)
         path.unlink()

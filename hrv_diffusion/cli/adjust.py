@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from hrv_diffusion.cli.common import (ArgumentParser, HelpFormatter, finite_float, nonnegative_int, prompt_text,
-                                      step_fraction)
+from hrv_diffusion.cli.common import (TOY_CARDS, ArgumentParser, HelpFormatter, finite_float, nonnegative_int,
+                                      prompt_text, step_fraction)
 from hrv_diffusion.cli.flags import add_generation_flags, add_hrv_flags, add_model_flags, add_output_flags
 
 PROGRAM = "reduce_misinterpretation.py"
@@ -169,7 +169,7 @@ TOY_NOTE = ("; note: on the toy the paper's rule (negative head factors allowed)
 
 def toy_note(ctx, args) -> str:
     """The toy's caveat for the summary line, when the paper's unbounded rule ran on the toy."""
-    return TOY_NOTE if ctx.card == "toy" and args.min_factor is None else ""
+    return TOY_NOTE if ctx.card in TOY_CARDS and args.min_factor is None else ""
 
 
 # The toy's word read two ways (docs/adjust.md): a color and a striped background; 4 seeds, 20 steps (CPU-sized).

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from hrv_diffusion.cli import attend_excite_flags as ae
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, nonnegative_int, prompt_text
+from hrv_diffusion.cli.common import TOY_CARDS, ArgumentParser, HelpFormatter, nonnegative_int, prompt_text
 from hrv_diffusion.cli.flags import add_generation_flags, add_hrv_flags, add_model_flags, add_output_flags
 
 PROGRAM = "hrv-attend-excite"
@@ -88,7 +88,7 @@ TOY_DEFAULTS = {"prompt": "a red circle and a blue square", "concepts": ["Shape"
 
 def target_words(args) -> list[str] | None:
     """``--token_words``; on the toy without targets given, the prompt's shape words (its nouns, no tagger)."""
-    if args.token_words or args.token_indices or args.model_card != "toy":
+    if args.token_words or args.token_indices or args.model_card not in TOY_CARDS:
         return args.token_words
     from hrv_diffusion.toy.data import SHAPES
 

@@ -127,7 +127,7 @@ def cli_main(run, parser: argparse.ArgumentParser, argv, program: str, toy_defau
     return run_cli(run, args)
 
 
-TOY_CARD = "toy"
+TOY_CARDS = ("toy", "toy-dit")  # the toy UNet and the toy DiT share the toy world's defaults
 
 
 def card_in(argv, default: str | None) -> str | None:
@@ -149,10 +149,10 @@ def use_toy_defaults(parser: argparse.ArgumentParser, argv, defaults: dict | Non
     options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
     shown = "; ".join(f"{options.get(dest, dest)} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                       for dest, v in defaults.items())
-    note = f"With --model_card toy the defaults are the toy model's: {shown}."
+    note = f"With --model_card toy (or toy-dit) the defaults are the toy model's: {shown}."
     parser.epilog = f"{parser.epilog}\n\n{note}" if parser.epilog else note
     argv = sys.argv[1:] if argv is None else list(argv)
-    if card_in(argv, parser.get_default("model_card")) == TOY_CARD:
+    if card_in(argv, parser.get_default("model_card")) in TOY_CARDS:
         parser.set_defaults(**defaults)
         for action in parser._actions:
             if action.dest in defaults:

@@ -25,7 +25,10 @@ PAPER_DESCRIPTION = "340_final_text_descriptions"
 
 def default_description(card: str) -> str:
     """The concept set a model's shipped HRVs are over: the toy's own five concepts, else the paper's 34."""
-    return TOY_DESCRIPTION if card == "toy" else PAPER_DESCRIPTION
+    from hrv_diffusion.cli.common import TOY_CARDS
+    from hrv_diffusion.hrv.paper import TOY_VERSIONS
+
+    return TOY_DESCRIPTION if card in TOY_CARDS or card in TOY_VERSIONS else PAPER_DESCRIPTION
 
 
 def _flag(args, name: str, default=None):
@@ -93,8 +96,11 @@ class RunContext:
 
     def compile(self, skip=(), whole: bool = False) -> None:
         """``--compile``: compile every UNet region but the cross-attention layers and the modules ``skip``;
-        ``whole``: the UNet's forward as one, the cross-attention layers left eager (``compile_unet_blocks``)."""
-        if _flag(self.args, "compile"):
+        ``whole``: the UNet's forward as one, the cross-attention layers left eager (``compile_unet_blocks``). Other
+        families' denoisers stay eager (only the HRV vote is compiled, by the run's settings)."""
+        from hrv_diffusion.core.families import UNET, family_of
+
+        if _flag(self.args, "compile") and family_of(self.pipe) is UNET:
             from hrv_diffusion.core.speed import compile_unet_blocks, compile_unet_regions
 
             if whole and skip:

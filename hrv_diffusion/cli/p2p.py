@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from hrv_diffusion.cli.common import ArgumentParser, HelpFormatter, cli_main, prompt_text
+from hrv_diffusion.cli.common import TOY_CARDS, ArgumentParser, HelpFormatter, cli_main, prompt_text
 from hrv_diffusion.cli.p2p_flags import add_added_flags, add_mode_flags, add_shared_groups, add_window_flags
 
 PROGRAM = "hrv-p2p"
@@ -52,7 +52,7 @@ def checked_specs(args) -> list:
     if " ".join(source.lower().split()) == " ".join(target.lower().split()):  # the same tokens to CLIP
         raise UserError(f"--prompts: the source and the target prompt are the same ({source!r}): there is nothing "
                         "to edit; give a target that differs, e.g. --prompts \"a blue car\" \"a red car\"")
-    if args.model_card == "toy" and not args.target_token:  # the toy's default: the one swapped word, if one
+    if args.model_card in TOY_CARDS and not args.target_token:  # the toy's default: the one swapped word, if one
         from hrv_diffusion.apps.p2p import swapped_words
 
         swapped = swapped_words(source, target) if len(source.split()) == len(target.split()) else []

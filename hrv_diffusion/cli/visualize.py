@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hrv_diffusion.cli.common import ArgumentParser, positive_int, output_folder
 
-MODEL_VERSIONS = ("sd_v1_4", "sd_xl_base_1_0", "toy")
+MODEL_VERSIONS = ("sd_v1_4", "sd_xl_base_1_0", "toy", "toy_dit")
 
 
 def build_parser() -> argparse.ArgumentParser:

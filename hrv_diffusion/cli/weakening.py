@@ -24,8 +24,9 @@ from hrv_diffusion.cli.flags import (SD_CARD, SDXL_CARD, add_generation_flags, a
 PROGRAM = "head_perturbation_analysis.py"
 BATCH_HELP = ("at most this many images per pipeline call; a prompt's distinct images (84 of the default 90) are "
               "split into even batches. 84 = one call per prompt: 39 GiB on SD v1.4, fastest on an 80 GB card")
-COMPILE_HELP = ("compile the UNet regions but cross-attention: about 10%% faster after a one-time compile of 1-2 "
-                "minutes (long GPU runs)")
+COMPILE_HELP = ("compile the UNet's forward, its cross-attention layers left eager: 10.0x the reference way against "
+                "8.5x for compiled regions on an H100 (docs/performance.md), after a one-time compile of about a minute "
+                "(long GPU runs)")
 
 
 def build_parser(default_card: str = SD_CARD, prog: str | None = None) -> argparse.ArgumentParser:
@@ -188,7 +189,7 @@ def run(args) -> int:
     tree = OutputTree(Path(args.output_path) / f"exp_{args.experiment_num}", overwrite=args.overwrite,
                       ignore=RECORDED, retry_hint="use another --output_path for a new folder")
     folders = claim_folders(args, ctx, tree, prompts, exp, concept, source)
-    ctx.compile()
+    ctx.compile(whole=True)  # the whole forward (issue 21: faster than regions, same H100 run)
     ctx.latent_shape()  # refuses a --height/--width the model cannot take
     ranked = source.ranked(concept, ctx.concept_names, ctx.model_version, ctx.layout)
     jobs = plan_jobs(k_list(args, ctx.layout.num_heads), args.seeds)

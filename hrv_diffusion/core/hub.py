@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hrv_diffusion.errors import UserError
 
-BUILT_IN = ("toy", "tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-pixart")
+BUILT_IN = ("toy", "toy-dit", "tiny-sd", "tiny-sd2", "tiny-sdxl", "tiny-pixart")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 REACH_TIMEOUT = 2.0  # seconds
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -84,7 +84,7 @@ def in_hf_cache(repo_id: str, filename: str = "model_index.json") -> bool:
 
 def get_weights_hint() -> str:
     return (f"or use a built-in model that needs no download: --model_card toy (a small trained model; also "
-            f"{', '.join(BUILT_IN[1:])} with random weights)")
+            f"toy-dit, its diffusion transformer, and {', '.join(BUILT_IN[2:])} with random weights)")
 
 
 def check_card_name(card: str) -> None:

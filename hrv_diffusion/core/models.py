@@ -34,6 +34,7 @@ MODEL_VERSIONS = {
     "CompVis/stable-diffusion-v1-4": "sd_v1_4",
     "stabilityai/stable-diffusion-xl-base-1.0": "sd_xl_base_1_0",
     **SD2_CARDS,
+    "toy-dit": "toy_dit",
 }
 
 
@@ -42,7 +43,9 @@ PIXART_PIPELINES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
 
 # The built-in toy model (issue 4): a small SD-structured model trained on synthetic colored shapes.
 TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "toy"
-ALIASES = {"toy": TOY_MODEL_DIR}
+# The toy diffusion transformer (issue 22, hrv_diffusion/toy/dit.py): its transformer, with the toy's VAE and text.
+TOY_DIT_DIR = Path(__file__).resolve().parents[1] / "data" / "toy_dit"
+ALIASES = {"toy": TOY_MODEL_DIR, "toy-dit": TOY_DIT_DIR}
 
 
 def _sanitized(name: str) -> str:
@@ -197,8 +200,11 @@ def load_pipeline(card: str, dtype: str | torch.dtype = "float32", device: str |
 
     device = resolve_device(str(device))  # a CUDA device without CUDA: one UserError before any weight is read
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    card = str(ALIASES.get(card, card))
-    if card in _tiny_models():
+    if card == "toy-dit":  # its folder holds the transformer only: the toy's VAE and text encoder complete it
+        from hrv_diffusion.toy.dit import load_toy_dit
+
+        pipe = load_toy_dit(TOY_DIT_DIR, torch_dtype, load_pipeline("toy", torch_dtype, scheduler="model"))
+    elif (card := str(ALIASES.get(card, card))) in _tiny_models():
         warn_random_weights(card)
         pipe = _tiny_models()[card]()
         if torch_dtype != torch.float32:

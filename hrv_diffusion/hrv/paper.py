@@ -26,6 +26,8 @@ PAPER_STEM = "epoch_1_to_1_neg_prompt_False_merged_340_final_text_descriptions_{
 PAPER_MODELS = ("sd_v1_4", "sd_xl_base_1_0")
 TOY_HRV_DIR = Path(__file__).resolve().parents[1] / "data" / "toy_hrv"
 TOY_STEM = "epoch_1_to_1_neg_prompt_False_toy_toy_concepts_toy"
+# The toy models' shipped HRVs (256 toy captions each; docs/toy.md): the toy UNet's and the toy DiT's.
+TOY_VERSIONS = ("toy", "toy_dit")
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data" / "published_manifest.tsv"
 BROWSE_URL = f"https://github.com/{PAPER_REPOSITORY}/tree/{PAPER_COMMIT}/final_result"
@@ -47,9 +49,11 @@ def paper_dir() -> Path:
 
 
 def paper_files(model_version: str) -> tuple[Path, Path]:
-    """(category_vectors, head_index) paths of the paper's HRV for ``sd_v1_4`` / ``sd_xl_base_1_0`` / ``toy``."""
-    if model_version == "toy":
-        return (TOY_HRV_DIR / f"category_vectors_{TOY_STEM}.npy", TOY_HRV_DIR / f"head_index_{TOY_STEM}.npy")
+    """(category_vectors, head_index) paths of the paper's HRV for ``sd_v1_4`` / ``sd_xl_base_1_0``, or of the toy
+    models' shipped ones (``toy``, ``toy_dit``)."""
+    if model_version in TOY_VERSIONS:
+        stem = TOY_STEM.removesuffix("toy") + model_version
+        return (TOY_HRV_DIR / f"category_vectors_{stem}.npy", TOY_HRV_DIR / f"head_index_{stem}.npy")
     if model_version not in PAPER_MODELS:
         raise UserError(f"the paper published HRVs for SD v1.4 and SDXL base 1.0 only, not for {model_version!r}: "
                         "build HRVs for this model (head_relevance_calculation.py, extract_head_relevance_vectors.py) "

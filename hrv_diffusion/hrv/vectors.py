@@ -24,7 +24,7 @@ import numpy as np
 
 from hrv_diffusion.core.heads import HeadLayout
 from hrv_diffusion.errors import UserError
-from hrv_diffusion.hrv.paper import check_paper_file, missing_message, paper_files
+from hrv_diffusion.hrv.paper import TOY_VERSIONS, check_paper_file, missing_message, paper_files
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def hrv_title(source, model_version: str) -> str:
     """How messages name an HRV: the toy's shipped ones are not the paper's."""
     if str(source) != "paper":
         return f"the HRVs of {Path(source).name}"
-    return "the toy's shipped HRVs" if model_version == "toy" else f"the paper's HRVs ({model_version})"
+    return "the toy's shipped HRVs" if model_version in TOY_VERSIONS else f"the paper's HRVs ({model_version})"
 
 
 def check_heads(path: Path, count: int, model_version: str, expected: int | None) -> None:
@@ -107,7 +107,7 @@ def load_hrv(source: str | os.PathLike, model_version: str, concept_names, layou
         vectors_path, index_path = paper_files(model_version)
         if not vectors_path.is_file() or not index_path.is_file():
             raise UserError(missing_message(model_version, vectors_path.parent))
-        if model_version != "toy":
+        if model_version not in TOY_VERSIONS:
             check_paper_file(vectors_path)
             check_paper_file(index_path)
     else:

@@ -34,6 +34,7 @@ LONG = {
                                     "runs the same steps on 8 captions)",
     "extract_head_relevance_vectors.py --model_card toy": "needs the shards of the 256-caption run above",
     "toy/train.py": "trains the toy on a GPU for 9 minutes",
+    "--device cuda:0": "runs on a CUDA GPU (the toy DiT's shipped HRVs were built so)",
     "toy/adjust_eval.py": "evaluates SD-HRV on hundreds of toy images: minutes on a CPU",
     "bench/bench_attend_excite.py --smoke": "about two minutes on a CPU",
     "torchrun": "starts several processes on GPUs",

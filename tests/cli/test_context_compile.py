@@ -7,10 +7,10 @@ from hrv_diffusion.cli.context import RunContext
 from hrv_diffusion.cli.flags import add_model_flags
 
 
-def _context(*argv):
+def _context(*argv, card="tiny-sd"):
     p = ArgumentParser(prog="t")
     add_model_flags(p, scheduler=True, compile_help="compile")
-    return RunContext.from_args(p.parse_args(["--model_card", "tiny-sd", *argv]))
+    return RunContext.from_args(p.parse_args(["--model_card", card, *argv]))
 
 
 def _disabled(module) -> bool:
@@ -34,3 +34,11 @@ def test_without_the_flag_nothing_is_compiled_and_whole_takes_no_skip():
     assert "forward" not in vars(ctx.pipe.unet)
     with pytest.raises(ValueError, match="no skip"):
         _context("--compile").compile(skip=["x"], whole=True)
+
+
+def test_a_pixart_transformer_stays_eager():
+    """PixArt: --compile compiles only the HRV vote (the run's settings); the denoiser is left as it is."""
+    ctx = _context("--compile", card="tiny-pixart")
+    ctx.compile(whole=True)
+    ctx.compile()
+    assert "forward" not in vars(ctx.pipe.transformer)

@@ -1,6 +1,7 @@
 """Model families (core/families): every family's hooked model against its stock self and a plain re-implementation.
 
-Parametrized over the tiny SD 1.x and SD 2.x UNets and the tiny PixArt transformer:
+Parametrized over the tiny SD 1.x and SD 2.x UNets, the tiny PixArt transformer and an untrained toy DiT (a PixArt
+transformer reading CLIP text, ``hrv_diffusion/toy/dit.py``):
 - with the hooks installed and no controller acting, the denoiser's output is bit-identical to the stock processors';
 - a token scale of 1 leaves the output bit-identical;
 - the votes count one per (evaluation, head, sample) and equal a bank-only vote written here from the layer's own
@@ -26,7 +27,17 @@ from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank, sample_words
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CONCEPTS = (("cat", "dog"), ("red", "blue", "turquoise"), ("circle", "square"))  # turquoise: several tokens
 PROMPTS = ["a red circle", "a photo of a dog"]
-BUILDERS = {name: TINY_MODELS[name] for name in ("tiny-sd", "tiny-sd2", "tiny-pixart")}
+
+
+def untrained_toy_dit():
+    from hrv_diffusion.core.models import load_pipeline
+    from hrv_diffusion.toy.dit import assemble_toy_dit, build_toy_dit
+
+    return assemble_toy_dit(build_toy_dit(0).eval(), load_pipeline("toy"))
+
+
+BUILDERS = {**{name: TINY_MODELS[name] for name in ("tiny-sd", "tiny-sd2", "tiny-pixart")},
+            "toy-dit-untrained": untrained_toy_dit}
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))

@@ -57,8 +57,11 @@ class TextAxis:
 
 
 def text_axis(pipe) -> TextAxis:
-    """The ``TextAxis`` of a pipeline, from its family."""
+    """The ``TextAxis`` of a pipeline, from its family; CLIP's (SOT first, no padding mask) for a PixArt transformer
+    that reads CLIP text (the toy DiT)."""
     family = family_of(pipe)
+    if family is PIXART and pixart.reads_clip(pipe):
+        family = UNET
     return TextAxis(int(family.text_length(pipe)), family.start_tokens, family.masks_padding)
 
 

@@ -14,12 +14,17 @@ The vote's sink row is the ``</s>`` of the empty prompt, ``T5("")[0]``: one row,
 plays SOT's part (a key every query may rest on that favors no concept). Stored embeddings use the UNet family's
 layout: row 0 is the sink, rows ``1 .. n`` the word's n tokens (the word encoded alone, with its attention mask),
 then the word's ``</s>`` and padding; ``token_lengths = n + 2``, so the word is rows ``1 .. token_lengths - 2``.
+
+CLIP text (the toy DiT, ``hrv_diffusion/toy/dit.py``): a PixArt transformer may read a CLIP text encoder instead of
+T5. Its text side is then the SD 1.x UNet's exactly (77 tokens, no mask, SOT as the sink, the last hidden state;
+``unet.encode_words``), and only the denoiser is PixArt's.
 """
 from __future__ import annotations
 
 import torch
 
 from hrv_diffusion.core.conditioning import Conditioning
+from hrv_diffusion.core.families import unet
 from hrv_diffusion.core.layout import BLOCK_LABEL, AttnLayer, HeadLayout
 
 MAX_LENGTH = 77  # rows per stored word: the sink, the word's tokens, its </s>, padding (as the UNet family's files)
@@ -108,6 +113,11 @@ def from_config(config: dict):
 
 # ------------------------------------------------------------------------------------------------ words
 
+def reads_clip(pipe) -> bool:
+    """Whether the pipeline's text encoder is CLIP's (the toy DiT) rather than T5."""
+    return type(getattr(pipe, "text_encoder", None)).__name__.startswith("CLIPText")
+
+
 def token_lengths(tokenizer, words) -> torch.Tensor:
     """(W,) int64: the word's T5 tokens plus 2 (the sink row before them, its ``</s>`` after them)."""
     lengths = [len(tokenizer(w, add_special_tokens=False).input_ids) + 2 for w in words]
@@ -129,7 +139,10 @@ def _t5(pipe, texts: list[str], length: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_words(pipe, words, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each word alone -> embeddings (W, 77, D) float32 on CPU, row 0 the sink ``T5("")[0]``; token_lengths (W,)."""
+    """Each word alone -> embeddings (W, 77, D) float32 on CPU, row 0 the sink ``T5("")[0]``; token_lengths (W,).
+    With CLIP text: the UNet family's encoding (row 0 SOT)."""
+    if reads_clip(pipe):
+        return unet.encode_words(pipe, words, batch_size)
     lengths = token_lengths(pipe.tokenizer, words)
     sink = _t5(pipe, [""], 1)[0, :1].float().cpu()  # (1, D): the empty prompt's </s>
     chunks = []
@@ -140,14 +153,17 @@ def encode_words(pipe, words, batch_size: int = 32) -> tuple[torch.Tensor, torch
 
 
 def text_length(pipe) -> int:
-    """The pipeline's own T5 length, its ``encode_prompt``'s default: 120 (α), 300 (Σ)."""
+    """The pipeline's own T5 length, its ``encode_prompt``'s default: 120 (α), 300 (Σ); CLIP's 77."""
     import inspect
+
+    if reads_clip(pipe):
+        return unet.MAX_LENGTH
 
     return int(inspect.signature(pipe.encode_prompt).parameters["max_sequence_length"].default)
 
 
 def encoding(pipe) -> str:
-    return "t5_last_hidden_state_empty_eos_sink"
+    return unet.encoding(pipe) if reads_clip(pipe) else "t5_last_hidden_state_empty_eos_sink"
 
 
 def bank_keys(transformer, layer: AttnLayer, rows: torch.Tensor) -> torch.Tensor:
@@ -167,8 +183,11 @@ def _uses_size(config) -> bool:
 def encode_prompts(pipe, prompts: list[str], negative_prompt=None, cfg: bool = True,
                    height: int | None = None, width: int | None = None) -> Conditioning:
     """The pipeline's own ``encode_prompt`` (its own T5 length: α 120, Σ 300; "" as the negative), with the
-    text masks, and PixArt-α's resolution and aspect ratio for ``height`` x ``width`` pixels."""
+    text masks, and PixArt-α's resolution and aspect ratio for ``height`` x ``width`` pixels. With CLIP text:
+    the prompts' last hidden states, 77 tokens, no mask ("" or ``negative_prompt`` as the negative)."""
     device = pipe._execution_device
+    if reads_clip(pipe):
+        return _encode_clip_prompts(pipe, prompts, negative_prompt, cfg)
     cond, mask, uncond, uncond_mask = pipe.encode_prompt(
         prompts, do_classifier_free_guidance=cfg, negative_prompt=negative_prompt if negative_prompt else "",
         num_images_per_prompt=1, device=device, clean_caption=False)
@@ -184,13 +203,26 @@ def encode_prompts(pipe, prompts: list[str], negative_prompt=None, cfg: bool = T
     return Conditioning(cond, uncond if cfg else None, added, uncond_added)
 
 
+@torch.no_grad()
+def _encode_clip_prompts(pipe, prompts: list[str], negative_prompt, cfg: bool) -> Conditioning:
+    def encode(texts):  # (B, 77, D)
+        ids = pipe.tokenizer(texts, padding="max_length", max_length=unet.MAX_LENGTH, truncation=True,
+                             return_tensors="pt").input_ids
+        return pipe.text_encoder(ids.to(pipe._execution_device))[0]
+
+    negative = negative_prompt if negative_prompt else ""
+    negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+    return Conditioning(encode(prompts), encode(negatives) if cfg else None)
+
+
 def predict(forward, config, sample, t, embeds, added):
     """One transformer call as ``PixArtAlphaPipeline`` makes it: the predicted noise (B, C, h, w) (the first half
     of the channels when the model also predicts its variance), or None if the call ended early."""
     timestep = t if torch.is_tensor(t) else torch.tensor([t])
     timestep = (timestep[None] if timestep.ndim == 0 else timestep).to(sample.device).expand(sample.shape[0])
+    added = added or {}  # CLIP text: no mask, no sizes
     sizes = {"resolution": added.get("resolution"), "aspect_ratio": added.get("aspect_ratio")}
-    out = forward(sample, encoder_hidden_states=embeds, encoder_attention_mask=added["encoder_attention_mask"],
+    out = forward(sample, encoder_hidden_states=embeds, encoder_attention_mask=added.get("encoder_attention_mask"),
                   timestep=timestep, added_cond_kwargs=sizes, return_dict=False)
     if out is None:
         return None
