@@ -111,10 +111,11 @@ def load_model_index(card: str) -> dict:
         raise _not_available(card, "model_index.json", error) from None
 
 
-def is_pixart_card(card: str) -> bool:
-    """Whether a card is of the PixArt family (T5 text), known before loading and without the network:
+def reads_t5_text(card: str) -> bool:
+    """Whether a card's text encoder is T5 (PixArt-α/Σ), known before loading and without the network:
     ``tiny-pixart``, the PixArt-α/Σ hub ids, or a local folder or cached hub id whose ``model_index.json`` names a
-    PixArt pipeline. False for anything else, unreadable cards included (loading reports those)."""
+    T5 text encoder. False for CLIP cards (the UNets; ``toy-dit``, a PixArt transformer reading CLIP) and for cards
+    that cannot be read (loading reports those)."""
     import json
 
     from hrv_diffusion.core.families.pixart import CONFIGS
@@ -131,9 +132,10 @@ def is_pixart_card(card: str) -> bool:
 
         index = Path(try_to_load_from_cache(card, "model_index.json"))
     try:
-        return json.loads(index.read_text()).get("_class_name") in PIXART_PIPELINES
+        text_encoder = json.loads(index.read_text()).get("text_encoder") or ["", ""]
     except (OSError, ValueError, AttributeError):
         return False
+    return str(text_encoder[-1]).startswith("T5")
 
 
 def is_sdxl_index(model_index: dict) -> bool:

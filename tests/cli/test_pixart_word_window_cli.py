@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hrv_diffusion.cli import adjust, p2p
-from hrv_diffusion.core.models import is_pixart_card
+from hrv_diffusion.core.models import reads_t5_text
 from hrv_diffusion.core.tokenizer import clip_tokenizer
 from hrv_diffusion.core.tokens import word_positions_in_window
 from hrv_diffusion.errors import UserError
@@ -25,16 +25,21 @@ def test_the_prompts_word_is_past_clips_window_only():
         word_positions_in_window(clip_tokenizer(), f"a car {FAR} red", "red")
 
 
-def test_pixart_cards_are_known_before_loading(tmp_path):
-    """From the card's name or its model_index.json; unreadable cards are not PixArt (loading reports them)."""
+def test_t5_cards_are_known_before_loading(tmp_path):
+    """From the card's name or its model_index.json's text encoder; the toy DiT (a PixArt transformer) reads CLIP;
+    unreadable cards are taken for CLIP ones (loading reports them)."""
     import json
 
-    assert is_pixart_card("tiny-pixart") and is_pixart_card("PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
-    assert not any(is_pixart_card(c) for c in ("tiny-sd", "tiny-sdxl", "toy", str(tmp_path / "missing")))
-    for name, cls in (("sigma", "PixArtSigmaPipeline"), ("sd", "StableDiffusionPipeline")):
+    from hrv_diffusion.core.models import TOY_DIT_DIR
+
+    assert reads_t5_text("tiny-pixart") and reads_t5_text("PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
+    cards = ("tiny-sd", "tiny-sdxl", "toy", "toy-dit", str(TOY_DIT_DIR), str(tmp_path / "missing"))
+    assert not any(reads_t5_text(c) for c in cards)
+    for name, text in (("sigma", "T5EncoderModel"), ("sd", "CLIPTextModel")):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "model_index.json").write_text(json.dumps({"_class_name": cls}))
-    assert is_pixart_card(str(tmp_path / "sigma")) and not is_pixart_card(str(tmp_path / "sd"))
+        index = {"_class_name": "PixArtSigmaPipeline", "text_encoder": ["transformers", text]}
+        (tmp_path / name / "model_index.json").write_text(json.dumps(index))
+    assert reads_t5_text(str(tmp_path / "sigma")) and not reads_t5_text(str(tmp_path / "sd"))
 
 
 def test_hrv_p2p_runs_a_swap_past_clips_window_on_tiny_pixart(tmp_path):
