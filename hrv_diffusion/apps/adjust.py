@@ -107,9 +107,10 @@ def head_factors(hrv, adjustment: Adjustment) -> np.ndarray:
     return total.astype(np.float32)
 
 
-def word_columns(tokenizer, prompt: str, word) -> list[int]:
-    """Token positions of ``word`` in ``prompt`` (all of its pieces); one clear error when it is absent."""
-    positions = word_positions_in_window(tokenizer, prompt, word, "--selected_token")
+def word_columns(tokenizer, prompt: str, word, window: int | None = None) -> list[int]:
+    """Token positions of ``word`` in ``prompt`` (all of its pieces); one clear error when it is absent or past the
+    text encoder's window of ``window`` tokens (the family's text length; None: the tokenizer's, CLIP's 77)."""
+    positions = word_positions_in_window(tokenizer, prompt, word, "--selected_token", window)
     if not positions:
         words = ", ".join(repr(w) for w in prompt.split() if w)
         raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are split on whitespace and matched "
@@ -145,7 +146,7 @@ class ConceptAdjuster(Controller):
                 raise UserError(f"renormalizing needs non-negative factors, but {int((m < 0).sum())} of {H} heads "
                                 f"have negative ones for {dict(adj.weights)}: also pass a lower bound, e.g. "
                                 "min_factor=0 (--min_factor 0)")
-            self.factors[b][:, word_columns(tokenizer, prompt, adj.word)] = m[:, None]
+            self.factors[b][:, word_columns(tokenizer, prompt, adj.word, text_length)] = m[:, None]
             self.windows[b] = adj.window(num_inference_steps)
             self.renormalized[b] = adj.renormalize
         self._scales: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}

@@ -45,7 +45,7 @@ def word_targets(tokenizer, prompt: str, words, axis: TextAxis = CLIP_AXIS) -> l
     """For each word, its token positions in ``prompt`` (all BPE pieces; a word that occurs twice: both)."""
     targets = []
     for word in words:
-        positions = word_positions_in_window(tokenizer, prompt, word, "the target word")
+        positions = word_positions_in_window(tokenizer, prompt, word, "the target word", axis.length)
         if not positions:
             raise UserError(f"the word {word!r} is not in the prompt {prompt!r} (words are matched exactly, split at "
                             f"spaces). Its tokens: {format_token_table(tokenizer, prompt, axis)}")

@@ -157,8 +157,15 @@ def swapped_words(source: str, target: str) -> list[int]:
     return [i for i, (a, b) in enumerate(zip(source.split(), target.split())) if a != b]
 
 
-def check_edit(tokenizer, source: str, edit: Edit) -> None:
-    """One clear error for an edit that the reference would crash on or silently ignore."""
+def check_edit(tokenizer, source: str, edit: Edit, window: int | None = None) -> None:
+    """One clear error for an edit that the reference would crash on or silently ignore: ``check_edit_flags``,
+    then ``check_edit_words``."""
+    check_edit_flags(source, edit)
+    check_edit_words(tokenizer, source, edit, window)
+
+
+def check_edit_flags(source: str, edit: Edit) -> None:
+    """The checks of an edit that need no tokenizer: word counts of a swap, the head list, the target token."""
     spec, target = edit.spec, edit.target_prompt
     if spec.edit == "replace" and len(source.split()) != len(target.split()):
         raise UserError(f"a word swap needs prompts with the same number of words: {source!r} has "
@@ -166,37 +173,44 @@ def check_edit(tokenizer, source: str, edit: Edit) -> None:
                         "or use a refine edit (--edit refine) for prompts that differ by added words")
     if spec.restoration == "head_list" and not spec.head_list:
         raise UserError("the head-list mode needs the heads to restore: pass --head_list_path")
+    if spec.restores and not edit.target_token:
+        raise UserError("--target_token is required for P2P-HRV: the word of the target prompt whose attention "
+                        "is restored, e.g. --target_token red")
+
+
+def check_edit_words(tokenizer, source: str, edit: Edit, window: int | None = None) -> None:
+    """The words an edit names (target token, reweighted and blend words) are in their prompts, and they and the
+    edited words lie inside the text encoder's window of ``window`` tokens: the pipeline's text length
+    (``families.text_axis(pipe).length``: CLIP 77, PixArt-α 120, Σ 300); None: the tokenizer's (CLIP's 77)."""
+    spec, target = edit.spec, edit.target_prompt
     if spec.restores:
-        if not edit.target_token:
-            raise UserError("--target_token is required for P2P-HRV: the word of the target prompt whose attention "
-                            "is restored, e.g. --target_token red")
-        if not word_positions_in_window(tokenizer, target, edit.target_token, "--target_token"):
+        if not word_positions_in_window(tokenizer, target, edit.target_token, "--target_token", window):
             raise UserError(f"the target token {edit.target_token!r} is not a word of the target prompt {target!r} "
                             "(words are split on whitespace and matched exactly): pass one of its words")
     for word, _ in spec.reweight:
-        if not word_positions_in_window(tokenizer, target, word, "the reweighted word"):
+        if not word_positions_in_window(tokenizer, target, word, "the reweighted word", window):
             raise UserError(f"the reweighted word {word!r} is not a word of the target prompt {target!r}")
     if spec.local_blend is not None:
         for words, prompt in zip(spec.local_blend, (source, target)):
-            if not word_positions_in_window(tokenizer, prompt, words, "the blend word"):
+            if not word_positions_in_window(tokenizer, prompt, words, "the blend word", window):
                 raise UserError(f"the blend word {words!r} is not in the prompt {prompt!r}: pass the source "
                                 "prompt's word, then the target prompt's word")
-    check_edited_words_in_window(tokenizer, source, edit)
+    check_edited_words_in_window(tokenizer, source, edit, window)
 
 
-def check_edited_words_in_window(tokenizer, source: str, edit: Edit) -> None:
+def check_edited_words_in_window(tokenizer, source: str, edit: Edit, window: int | None = None) -> None:
     """The words an edit changes (swapped, or added by a refinement) must lie inside the text encoder's window:
     past it the edited image would equal the source's edit without them (the P2P baseline), silently."""
     target = edit.target_prompt
     source_words, target_words = source.split(), target.split()
     if edit.spec.edit == "replace" and len(source_words) == len(target_words):
         for i in swapped_words(source, target):
-            word_positions_in_window(tokenizer, source, i, "the swapped word")
-            word_positions_in_window(tokenizer, target, i, "the swapped word")
+            word_positions_in_window(tokenizer, source, i, "the swapped word", window)
+            word_positions_in_window(tokenizer, target, i, "the swapped word", window)
     else:
         for i, word in enumerate(target_words):
             if word and word not in source_words:
-                word_positions_in_window(tokenizer, target, i, "the added word")
+                word_positions_in_window(tokenizer, target, i, "the added word", window)
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -525,14 +539,14 @@ def generate_edits(pipe, groups: list[Group], *, hrv=None, num_inference_steps: 
     if hrv is not None:
         hrv = hrv.for_layout(layout)
     tokenizer = pipe.tokenizer
+    length = family_of(pipe).text_length(pipe)  # T: CLIP 77, PixArt's T5 120 (α) or 300 (Σ)
     for group in groups:
         for edit in group.edits:
-            check_edit(tokenizer, group.source_prompt, edit)
+            check_edit(tokenizer, group.source_prompt, edit, length)
     prompts, seeds, edit_rows, source_rows = batch_rows(groups)
     device = pipe._execution_device
     shape = latent_shape(pipe, height, width)  # (C, h, w)
     max_queries = default_self_max_queries(pipe, height, width) if self_max_queries is None else self_max_queries
-    length = family_of(pipe).text_length(pipe)  # T: CLIP 77, PixArt's T5 120 (α) or 300 (Σ)
     cls = ExplicitPromptToPrompt if explicit else PromptToPrompt
     p2p = cls(edit_rows, layout, tokenizer, num_inference_steps, max_queries, hrv=hrv, device=device, latent=shape[1:],
               text_length=length)

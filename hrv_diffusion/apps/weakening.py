@@ -28,12 +28,13 @@ from hrv_diffusion.hrv.files import ORDERS  # top = MoRHF (most relevant first),
 def weakened_tokens(tokenizer, prompt: str, concept_word: str | None = None, length: int = 77) -> torch.Tensor:
     """(length,) bool: the tokens to weaken. Faithful default (``concept_word=None``): the positions of every word
     of the prompt, as the reference does, i.e. all tokens between SOT and the first EOT. With ``concept_word``: only
-    that word's tokens (an error if it is not in the prompt)."""
+    that word's tokens (an error if it is not in the prompt, or only past the text encoder's window of ``length``
+    tokens, the family's text length)."""
     mask = torch.zeros(length, dtype=torch.bool)
     words = [concept_word] if concept_word else [w for w in prompt.split() if w]
     for word in words:
         if concept_word:  # past the text encoder's window: one error, not a silent no-op
-            positions = [p for p in word_positions_in_window(tokenizer, prompt, word, "--concept_word") if p < length]
+            positions = word_positions_in_window(tokenizer, prompt, word, "--concept_word", length)
         else:
             positions = [p for p in word_token_positions(tokenizer, prompt, word) if p < length]
         if concept_word and not positions:

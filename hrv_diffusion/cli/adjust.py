@@ -95,6 +95,7 @@ def parse_weights(args) -> dict[str, float]:
 def adjustment_from(args, ctx):
     """The adjustment the flags ask for, checked before anything loads (word, batch size, concepts, clamp)."""
     from hrv_diffusion.apps.adjust import Adjustment, word_columns
+    from hrv_diffusion.core.models import reads_t5_text
     from hrv_diffusion.core.tokenizer import clip_tokenizer
     from hrv_diffusion.errors import UserError
 
@@ -105,7 +106,8 @@ def adjustment_from(args, ctx):
         raise UserError("--batch_size must be at least 2: a seed's standard and adjusted images are two rows")
     weights = parse_weights(args)
     ctx.check_concepts(weights)
-    word_columns(clip_tokenizer(), args.prompt, args.word)
+    if not reads_t5_text(args.model_card):  # PixArt's T5 words: checked once loaded, on its own text length
+        word_columns(clip_tokenizer(), args.prompt, args.word)
     return Adjustment(args.word, weights, clamp=parse_clamp(args.clamp, ctx.is_sdxl()),
                       steps=tuple(args.reweight_steps), min_factor=args.min_factor, renormalize=args.renormalize)
 

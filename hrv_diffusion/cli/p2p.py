@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def checked_specs(args) -> list:
     """The methods of the flags, with the prompts and the target token checked (before anything loads)."""
-    from hrv_diffusion.apps.p2p import Edit, check_edit
+    from hrv_diffusion.apps.p2p import Edit, check_edit, check_edit_flags
     from hrv_diffusion.cli.p2p_flags import method_specs
+    from hrv_diffusion.core.models import reads_t5_text
     from hrv_diffusion.core.tokenizer import clip_tokenizer
     from hrv_diffusion.errors import UserError
 
@@ -57,9 +58,16 @@ def checked_specs(args) -> list:
         swapped = swapped_words(source, target) if len(source.split()) == len(target.split()) else []
         args.target_token = target.split()[swapped[0]] if len(swapped) == 1 else None
     specs = method_specs(args)
-    tokenizer = clip_tokenizer()  # the CLIP tokenizer of SD 1.x / SDXL, to check words before loading the model
+    # Words are checked here with the CLIP tokenizer (SD 1.x / 2.x / SDXL, the toys), before the model loads; a T5
+    # card's (PixArt-α/Σ) words are T5 tokens on its own text length (120, 300), checked by generate_edits once loaded.
+    t5 = reads_t5_text(args.model_card)
+    tokenizer = None if t5 else clip_tokenizer()
     for spec in specs:
-        check_edit(tokenizer, source, Edit(target, spec, args.target_token))
+        edit = Edit(target, spec, args.target_token)
+        if t5:
+            check_edit_flags(source, edit)
+        else:
+            check_edit(tokenizer, source, edit)
     return specs
 
 

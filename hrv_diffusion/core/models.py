@@ -111,6 +111,33 @@ def load_model_index(card: str) -> dict:
         raise _not_available(card, "model_index.json", error) from None
 
 
+def reads_t5_text(card: str) -> bool:
+    """Whether a card's text encoder is T5 (PixArt-α/Σ), known before loading and without the network:
+    ``tiny-pixart``, the PixArt-α/Σ hub ids, or a local folder or cached hub id whose ``model_index.json`` names a
+    T5 text encoder. False for CLIP cards (the UNets; ``toy-dit``, a PixArt transformer reading CLIP) and for cards
+    that cannot be read (loading reports those)."""
+    import json
+
+    from hrv_diffusion.core.families.pixart import CONFIGS
+    from hrv_diffusion.core.hub import in_hf_cache
+
+    card = str(card)
+    if card in BUILT_IN:
+        return card == "tiny-pixart"
+    if card in CONFIGS:
+        return True
+    index = Path(card).expanduser() / "model_index.json"
+    if not index.is_file() and in_hf_cache(card):
+        from huggingface_hub import try_to_load_from_cache
+
+        index = Path(try_to_load_from_cache(card, "model_index.json"))
+    try:
+        text_encoder = json.loads(index.read_text()).get("text_encoder") or ["", ""]
+    except (OSError, ValueError, AttributeError):
+        return False
+    return str(text_encoder[-1]).startswith("T5")
+
+
 def is_sdxl_index(model_index: dict) -> bool:
     return "text_encoder_2" in model_index or "XL" in str(model_index.get("_class_name", ""))
 

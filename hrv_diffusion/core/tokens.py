@@ -6,9 +6,11 @@ rose, -, colored) has all of its positions.
 
 - ``word_token_positions(tokenizer, prompt, word)``: every position of ``word`` (one word, several words, or a
   word index) among the whitespace-separated words of ``prompt``.
-- ``word_positions_in_window(tokenizer, prompt, word)``: those positions that the text encoder sees (its window
-  is ``tokenizer.model_max_length`` tokens, 77 for CLIP, start and end tokens included); a word found only past
-  the window is one UserError saying so (every application that takes a word of a prompt uses it).
+- ``word_positions_in_window(tokenizer, prompt, word, label, window)``: those positions that the text encoder sees;
+  a word found only past the window is one UserError saying so (every application that takes a word of a prompt
+  uses it). The window is the pipeline's text length, start and end tokens included (``families.text_axis(pipe)
+  .length``: CLIP 77, PixArt-α 120, Σ 300); without one, ``tokenizer.model_max_length`` (77 for CLIP; not the
+  pipeline's length for T5, whose tokenizer says 512), so callers that have the pipeline pass its length.
 - ``word_swap_mapper(tokenizer, source, target)``: P2P's replacement mapper (77 x 77) for prompts of equal
   word counts: swapped words map token to token when their token counts agree, else every source piece maps to
   every target piece with weight 1/|target pieces|. The reference's tail rule (``M[j, j]``, not ``M[i, j]``,
@@ -64,32 +66,39 @@ def word_token_positions(tokenizer, text: str, word: str | int) -> list[int]:
     return out
 
 
-def token_window(tokenizer) -> int:
-    """The text encoder's window: ``tokenizer.model_max_length`` (77 for CLIP), else ``MAX_TOKENS``."""
+def token_window(tokenizer, window: int | None = None) -> int:
+    """The text encoder's window: ``window`` (the pipeline's text length) when given, else
+    ``tokenizer.model_max_length`` (77 for CLIP), else ``MAX_TOKENS``."""
+    if window is not None:
+        return int(window)
     limit = getattr(tokenizer, "model_max_length", None)
     return int(limit) if isinstance(limit, int) and 2 < limit < 10 ** 6 else MAX_TOKENS
 
 
-def past_window_message(tokenizer, prompt: str, word, label: str = "the word") -> str:
-    """The error for a word of ``prompt`` (a word, or a word index) that lies past the text encoder's window: the
-    encoder truncates the prompt there, so the word has no effect. ``label`` names it (e.g. ``--target_token``)."""
-    limit = token_window(tokenizer)
-    count = len(tokenizer.encode(prompt))
+def past_window_message(tokenizer, prompt: str, word, label: str = "the word", window: int | None = None) -> str:
+    """The error for a word of ``prompt`` (a word, or a word index) that lies past the text encoder's window
+    (``token_window(tokenizer, window)``): the encoder truncates the prompt there, so the word has no effect.
+    ``label`` names it (e.g. ``--target_token``)."""
+    limit = token_window(tokenizer, window)
+    ids = tokenizer.encode(prompt)
+    seen = limit - 1 - (1 if _has_start_token(tokenizer, ids) else 0)  # word tokens before the end token
     shown_word = prompt.split()[word] if isinstance(word, (int, np.integer)) else word
     shown = prompt if len(prompt) <= 80 else prompt[:77] + "..."
+    ends = "start and end included" if seen == limit - 2 else "end included"
     return (f"{label} {shown_word!r} is past the {limit}-token window of the text encoder: the prompt {shown!r} has "
-            f"{count} tokens (start and end included) and the encoder sees only the first {limit - 2} word tokens, so "
+            f"{len(ids)} tokens ({ends}) and the encoder sees only the first {seen} word tokens, so "
             "the word would have no effect: shorten the prompt so that the word comes earlier")
 
 
-def word_positions_in_window(tokenizer, text: str, word: str | int, label: str = "the word") -> list[int]:
-    """``word_token_positions`` inside the text encoder's window (positions 1 .. window - 2; the last is the end
-    token). [] when the word is not in ``text``; a UserError (``past_window_message``, naming it by ``label``) when
-    it is, but only past the window."""
+def word_positions_in_window(tokenizer, text: str, word: str | int, label: str = "the word",
+                             window: int | None = None) -> list[int]:
+    """``word_token_positions`` inside the text encoder's window of ``token_window(tokenizer, window)`` tokens
+    (positions up to window - 2; window - 1 is the end token's place). [] when the word is not in ``text``; a
+    UserError (``past_window_message``, naming it by ``label``) when it is, but only past the window."""
     positions = word_token_positions(tokenizer, text, word)
-    kept = [p for p in positions if p < token_window(tokenizer) - 1]
+    kept = [p for p in positions if p < token_window(tokenizer, window) - 1]
     if positions and not kept:
-        raise UserError(past_window_message(tokenizer, text, word, label))
+        raise UserError(past_window_message(tokenizer, text, word, label, window))
     return kept
 
 

@@ -100,3 +100,30 @@ def test_word_positions_ignore_runs_of_spaces(tok):
         assert word_token_positions(tok, text, 2) == single
     assert word_token_positions(tok, "a red  circle", "red circle") == word_token_positions(tok, "a red circle",
                                                                                           "red circle")
+
+
+def test_the_window_is_the_pipelines_text_length_not_the_t5_tokenizers_512(tok):
+    """Issue 22: T5's tokenizer says 512 tokens, PixArt-α encodes 120. A word is in the window exactly when the
+    tokenizer, truncating at the pipeline's length as the pipeline does, keeps it before the end token."""
+    from hrv_diffusion.core.t5_tokenizer import t5_tokenizer
+    from hrv_diffusion.core.tokens import token_window, word_positions_in_window
+    from hrv_diffusion.errors import UserError
+
+    t5 = t5_tokenizer()
+    assert token_window(t5) == 512 and token_window(t5, 120) == 120
+    for fillers in (116, 117, 118, 119, 130):
+        prompt = " ".join(["a"] * fillers) + " red car"
+        ids = t5(prompt, truncation=True, max_length=120).input_ids  # what PixArt-α's encoder sees
+        seen = t5.convert_ids_to_tokens(ids[:-1])  # without the end token
+        assert word_token_positions(t5, prompt, "car") == [fillers + 1]  # 0-based: no start token
+        if "▁car" in seen:
+            assert word_positions_in_window(t5, prompt, "car", "--concept_word", 120) == [fillers + 1]
+        else:
+            with pytest.raises(UserError, match=r"--concept_word 'car' is past the 120-token window of the text "
+                                                r"encoder: the prompt .* has \d+ tokens \(end included\) and the "
+                                                r"encoder sees only the first 119 word tokens"):
+                word_positions_in_window(t5, prompt, "car", "--concept_word", 120)
+        assert word_positions_in_window(t5, prompt, "car") == [fillers + 1]  # 512 without the pipeline's length
+    prompt = " ".join(["a"] * 80) + " zebra"  # CLIP: the explicit 77 is the tokenizer's own window
+    with pytest.raises(UserError, match="past the 77-token window"):
+        word_positions_in_window(tok, prompt, "zebra", "the word", 77)
