@@ -69,7 +69,7 @@ def test_help_lists_the_toy_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["--model_card", "toy", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "With --model_card toy the defaults are the toy model's:" in out
+    assert "With --model_card toy (or toy-dit) the defaults are the toy model's:" in out
     assert "--selected_token red-striped" in out and "--undesired Background" in out
 
 
