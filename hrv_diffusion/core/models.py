@@ -38,8 +38,10 @@ MODEL_VERSIONS = {
 }
 
 
-# Pipelines of the PixArt family, loaded by their own class (model_index.json's _class_name).
+# Pipelines of the PixArt family, loaded by their own class (model_index.json's _class_name), and its hub ids (the
+# keys of core/families/pixart.CONFIGS; not imported from there, which imports this module through the UNet family).
 PIXART_PIPELINES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
+PIXART_CARDS = ("PixArt-alpha/PixArt-XL-2-1024-MS", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS")
 
 # The built-in toy model (issue 4): a small SD-structured model trained on synthetic colored shapes.
 TOY_MODEL_DIR = Path(__file__).resolve().parents[1] / "data" / "toy"
@@ -118,13 +120,12 @@ def reads_t5_text(card: str) -> bool:
     that cannot be read (loading reports those)."""
     import json
 
-    from hrv_diffusion.core.families.pixart import CONFIGS
     from hrv_diffusion.core.hub import in_hf_cache
 
     card = str(card)
     if card in BUILT_IN:
         return card == "tiny-pixart"
-    if card in CONFIGS:
+    if card in PIXART_CARDS:
         return True
     index = Path(card).expanduser() / "model_index.json"
     if not index.is_file() and in_hf_cache(card):

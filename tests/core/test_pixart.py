@@ -130,3 +130,10 @@ def test_weakening_finds_t5_word_positions_and_acts_on_them(pipe):
                               controllers=[weakening]).latents
     plain = generate(pipe, [prompt], latents, num_inference_steps=1, guidance_scale=4.5).latents
     assert torch.equal(runs["none"], plain) and not torch.equal(runs["two"], plain)
+
+
+def test_the_loader_knows_the_pixart_hub_ids_of_the_family():
+    from hrv_diffusion.core.models import PIXART_CARDS, reads_t5_text
+
+    assert set(PIXART_CARDS) == set(pixart.CONFIGS)
+    assert all(reads_t5_text(card) for card in PIXART_CARDS)
