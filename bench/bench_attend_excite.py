@@ -350,13 +350,21 @@ def main(argv=None):
         from hrv_diffusion.core.speed import compile_unet_regions
 
         compile_unet_regions(pipe.unet)
-        for name, settings in (("ours_hrv_compiled", hrv_settings), ("ours_standard_compiled", std_settings)):
+        runs = [("ours_hrv_compiled", hrv_settings, 1), ("ours_standard_compiled", std_settings, 1)]
+        if args.batch:
+            runs.append((f"ours_hrv_batch{args.batch}_compiled", hrv_settings, args.batch))
+        for name, settings, n in runs:
             if name in args.skip:
                 continue
             seconds, _ = timed(warm_ours(settings))
-            seconds += timed(lambda: ours(settings)(0))[0]  # a full image also compiles the refinement's shapes
+            seconds += timed(lambda: ours(settings, n)(0))[0]  # a full image also compiles the refinement's shapes
             report[f"{name}_warmup_s"] = seconds
-            run_variant(report, name, ours(settings), args.images, counter)
+            run_variant(report, name, ours(settings, n), 1 if n > 1 else args.images, counter)
+            row = report["variants"][name]
+            if n > 1 and "error" not in row:  # per image
+                row["s_per_image"] /= n
+                for key in ("unet_calls_with_grad_per_image", "unet_calls_no_grad_per_image"):
+                    row[key] /= n
     if args.model == "sd" and not args.smoke and not args.compile and "fp16" not in args.skip:  # the same in fp16
         pipe.to(torch.float16)
         for name, fn, warmup in (("ours_hrv_fp16", ours(hrv_settings), warm_ours(hrv_settings)),

@@ -10,8 +10,8 @@ fused SDPA on every layer and step that is not edited, VAE decode, uint8 convers
 included. Configurations:
   readme   per seed [source, P2P, P2P-HRV Color]: 2 edited images per 3 rows (the README example, --save_original_p2p)
   multi    per seed [source, P2P, P2P-HRV x 4 concepts]: 5 edited images per 6 rows
-each eager and with --compile (UNet regions compiled, the edited layers eager), and the faithful fp32 mode (readme,
-fp32, batched, half the seeds). Rate = edited images written per second; speed-up = our rate x the reference's
+each eager and with --compile (the UNet's whole forward compiled, the edited layers eager), and the faithful fp32
+mode (readme, fp32, batched, half the seeds), also with TF32 matrix products (an option: the numbers change). Rate = edited images written per second; speed-up = our rate x the reference's
 seconds per pair (one edited image per reference call). Also: pixel agreement of fp16 and of the batched fp32 mode
 with the reference way on the same seeds.
 
@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from hrv_diffusion.apps.p2p import Edit, EditSpec, Group, generate_edits  # noqa: E402
 from hrv_diffusion.apps.p2p_runs import EditLayout, Pair, RunSettings, run_edits  # noqa: E402
 from hrv_diffusion.core.heads import head_layout  # noqa: E402
+from hrv_diffusion.core.speed import tf32_matmuls  # noqa: E402
 from hrv_diffusion.hrv.concepts import read_concept_set, resolve_description  # noqa: E402
 from hrv_diffusion.hrv.vectors import HRV  # noqa: E402
 from hrv_diffusion.io import write_png  # noqa: E402
@@ -115,6 +116,7 @@ def main():
     p.add_argument("--batch", type=int, default=None, help="rows per call (default: 48; smoke: 6)")
     p.add_argument("--skip_compile", action="store_true", help="no --compile runs")
     p.add_argument("--skip_fp32", action="store_true", help="no faithful fp32 run")
+    p.add_argument("--skip_tf32", action="store_true", help="no fp32 run with TF32 matrix products")
     p.add_argument("--out", required=True, help="JSON file of the raw results")
     args = p.parse_args()
     smoke = args.smoke
@@ -180,6 +182,18 @@ def main():
                                  "hrv_images_vs_reference_way": agreement(fp32, ref_images)}
         print("fp32 readme", json.dumps(report["fp32_readme"]), flush=True)
         save()
+        if not args.skip_tf32:  # the same with TF32 matrix products (an option: the numbers change)
+            with tf32_matmuls():
+                ours(pipe, hrv, "float32", [1], ["Color"], batch, steps, clock, work / "warm32")
+                seconds, made, exp = ours(pipe, hrv, "float32", fp32_seeds, ["Color"], batch, steps, clock,
+                                          work / "tf32")
+            tf32 = read_images(exp, "Color_0.9", ref_seeds)
+            report["fp32_readme_tf32"] = {"seconds": seconds, "edited_images": made,
+                                          "edited_images_per_s": made / seconds, "speedup": made / seconds * ref,
+                                          "hrv_images_vs_reference_way": agreement(tf32, ref_images),
+                                          "hrv_images_vs_fp32": agreement(tf32, fp32)}
+            print("fp32 readme tf32", json.dumps(report["fp32_readme_tf32"]), flush=True)
+            save()
     del pipe
     if not smoke:
         torch.cuda.empty_cache()
@@ -194,11 +208,12 @@ def main():
     for label, compiled in runs:
         if compiled:
             from hrv_diffusion.apps.p2p import default_self_max_queries
-            from hrv_diffusion.core.speed import compile_unet_regions
+            from hrv_diffusion.core.speed import compile_unet_blocks
 
             limit = default_self_max_queries(pipe)
             hooked = [layer.module_name for layer in head_layout(pipe.unet).self_layers if layer.num_queries <= limit]
-            compile_unet_regions(pipe.unet, skip=hooked, backend="eager" if smoke else "inductor")
+            # what hrv-p2p --compile does: the whole forward, cross-attention and the edited self-attention eager
+            compile_unet_blocks(pipe.unet, whole=True, skip=hooked, backend="eager" if smoke else "inductor")
         start = time.perf_counter()
         ours(pipe, hrv, name, list(range(5000, 5000 + batch // 3)), ["Color"], batch, steps, clock, work / "warm")
         ours(pipe, hrv, name, list(range(6000, 6000 + batch // 6)), CONCEPTS, batch, steps, clock, work / "warm")
@@ -208,8 +223,7 @@ def main():
         seconds, made, exp = ours(pipe, hrv, name, seeds, ["Color"], batch, steps, clock, work / f"readme_{label}")
         result = {"warm_up_s": warm, "seconds": seconds, "seeds": len(seeds), "edited_images": made,
                   "edited_images_per_s": made / seconds, "speedup": made / seconds * ref}
-        if not compiled:
-            result["hrv_images_vs_reference_way"] = agreement(read_images(exp, "Color_0.9", ref_seeds), ref_images)
+        result["hrv_images_vs_reference_way"] = agreement(read_images(exp, "Color_0.9", ref_seeds), ref_images)
         report[f"fp16_readme_{label}"] = result
         print(f"fp16 readme {label}", json.dumps(result), flush=True)
         save()
@@ -226,6 +240,7 @@ def main():
     rows = [("reference way (fp32, 1 pair/call, explicit attention)", report["reference_way"]["edited_images_per_s"],
              1.0)]
     for key, label in (("fp32_readme", "ours fp32 batched, P2P + P2P-HRV"),
+                       ("fp32_readme_tf32", "ours fp32 batched, TF32 matrix products, P2P + P2P-HRV"),
                        ("fp16_readme_eager", "ours fp16, P2P + P2P-HRV"),
                        ("fp16_multi_eager", "ours fp16, P2P + 4 P2P-HRV concepts"),
                        ("fp16_readme_compiled", "ours fp16 --compile, P2P + P2P-HRV"),

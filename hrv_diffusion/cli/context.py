@@ -96,17 +96,16 @@ class RunContext:
 
     def compile(self, skip=(), whole: bool = False) -> None:
         """``--compile``: compile every UNet region but the cross-attention layers and the modules ``skip``;
-        ``whole``: the UNet's forward as one, the cross-attention layers left eager (``compile_unet_blocks``). Other
-        families' denoisers stay eager (only the HRV vote is compiled, by the run's settings)."""
+        ``whole``: the UNet's forward as one, the cross-attention layers and ``skip`` left eager
+        (``compile_unet_blocks``). Other families' denoisers stay eager (only the HRV vote is compiled, by the run's
+        settings)."""
         from hrv_diffusion.core.families import UNET, family_of
 
         if _flag(self.args, "compile") and family_of(self.pipe) is UNET:
             from hrv_diffusion.core.speed import compile_unet_blocks, compile_unet_regions
 
-            if whole and skip:
-                raise ValueError("compile(whole=True) leaves only the cross-attention layers eager: no skip")
             if whole:
-                compile_unet_blocks(self.pipe.unet, whole=True)
+                compile_unet_blocks(self.pipe.unet, whole=True, skip=list(skip))
             else:
                 compile_unet_regions(self.pipe.unet, skip=list(skip))
 

@@ -65,12 +65,13 @@ def compile_unet_regions(unet, channels_last: bool = True, mode: str | None = No
 
 
 def compile_unet_blocks(unet, channels_last: bool = True, mode: str | None = None, backend: str = "inductor",
-                        whole: bool = False, eager=None):
+                        whole: bool = False, eager=None, skip=()):
     """Compile larger regions than ``compile_unet_regions``, the attention modules in ``eager`` left out through
     graph breaks; return ``unet``.
 
     ``eager``: names of the attention modules whose forward dynamo must not trace (default: every cross-attention
-    module, whose hooked processor reads Python state per call); each becomes a graph break, and the code around
+    module, whose hooked processor reads Python state per call), plus the modules named in ``skip`` (self-attention
+    layers that controllers hook, e.g. Prompt-to-Prompt's); each becomes a graph break, and the code around
     it (the transformer blocks' norms, projections, residual adds and layout changes, which regional compilation
     leaves eager) is compiled in the pieces between. ``whole=False``: every ``Transformer2DModel`` is compiled as
     one region, the rest as ``compile_unet_regions`` does. ``whole=True``: the UNet's ``forward`` is compiled as one
@@ -84,7 +85,7 @@ def compile_unet_blocks(unet, channels_last: bool = True, mode: str | None = Non
     modules = dict(unet.named_modules())
     if eager is None:
         eager = [n for n, m in modules.items() if isinstance(m, Attention) and m.is_cross_attention]
-    for name in eager:
+    for name in [*eager, *skip]:
         module = modules[name]
         module.forward = torch._dynamo.disable(module.forward)  # an instance attribute: this module only
     if whole:

@@ -1,5 +1,4 @@
 """RunContext.compile: --compile compiles regions, or the whole forward for HRV construction (issue 21)."""
-import pytest
 import torch
 
 from hrv_diffusion.cli.common import ArgumentParser
@@ -28,12 +27,23 @@ def test_whole_compiles_the_forward_and_leaves_cross_attention_eager():
     torch._dynamo.reset()
 
 
-def test_without_the_flag_nothing_is_compiled_and_whole_takes_no_skip():
+def test_without_the_flag_nothing_is_compiled():
     ctx = _context()
     ctx.compile(whole=True)
     assert "forward" not in vars(ctx.pipe.unet)
-    with pytest.raises(ValueError, match="no skip"):
-        _context("--compile").compile(skip=["x"], whole=True)
+
+
+def test_whole_leaves_the_skipped_self_attention_layers_eager_too():
+    """P2P's --compile: the whole forward, its edited self-attention layers eager beside the cross-attention ones."""
+    ctx = _context("--compile")
+    edited = [layer.module_name for layer in ctx.layout.self_layers][:2]
+    ctx.compile(skip=edited, whole=True)
+    modules = dict(ctx.pipe.unet.named_modules())
+    assert "forward" in vars(ctx.pipe.unet)
+    assert all(_disabled(modules[name]) for name in edited)
+    others = [layer.module_name for layer in ctx.layout.self_layers if layer.module_name not in edited]
+    assert others and not any(_disabled(modules[name]) for name in others)
+    torch._dynamo.reset()
 
 
 def test_a_pixart_transformer_stays_eager():

@@ -123,3 +123,32 @@ def test_compiled_whole_unet_keeps_the_hrv_votes():
     assert all(hasattr(modules[layer.module_name].forward, "_torchdynamo_disable") for layer in layout.layers)
     assert torch.equal(counts(), eager) and eager.sum() == 4 * layout.num_heads * 2
     torch._dynamo.reset()
+
+
+def test_compiled_whole_unet_keeps_the_p2p_edits():
+    """P2P's --compile (the whole forward, cross-attention and the edited self-attention layers eager): the same
+    source and edited latents as eager on the tiny model, and no recompilation between two runs."""
+    from torch._dynamo.utils import counters
+
+    from hrv_diffusion.apps.p2p import Edit, EditSpec, Group, generate_edits
+    from hrv_diffusion.core.speed import compile_unet_blocks
+
+    pipe = load_pipeline("tiny-sd")
+    spec = EditSpec("original_p2p", cross_replace_steps=0.8, self_replace_steps=0.6)
+    groups = [Group("a blue car", 3, (Edit("a red car", spec, "red"),))]
+
+    def edit():
+        return torch.from_numpy(generate_edits(pipe, groups, num_inference_steps=3, self_max_queries=64).images).float()
+
+    eager = edit()
+    hooked = [layer.module_name for layer in head_layout(pipe.unet).self_layers if layer.num_queries <= 64]
+    assert hooked
+    torch._dynamo.reset()
+    counters.clear()
+    compile_unet_blocks(pipe.unet, backend="eager", whole=True, skip=hooked)
+    compiled = edit()
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    assert (compiled - eager).abs().max() <= 1  # uint8 images; channels-last convs round differently
+    assert torch.equal(edit(), compiled) and counters["stats"]["unique_graphs"] == graphs
+    torch._dynamo.reset()
