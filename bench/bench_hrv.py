@@ -85,9 +85,10 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
-def hrv_run(pipe, concepts, emb, prompts, batch, dtype_name, results, compile=False):
+def hrv_run(pipe, concepts, emb, prompts, batch, dtype_name, results, compile=False, cuda_graphs=False):
     settings = RelevanceSettings(model_card="random", model_version="random", description="paper", prompt="bench",
-                                 batch_size=batch, dtype=dtype_name, checkpoint_every=10**9, compile=compile)
+                                 batch_size=batch, dtype=dtype_name, checkpoint_every=10**9, compile=compile,
+                                 cuda_graphs=cuda_graphs)
     meta = {"concept_fingerprint": concepts.fingerprint(), "concept_names": list(concepts.names), "prompt_fingerprint": "bench"}
     [path] = run_relevance(pipe, settings, concepts, emb, prompts, list(range(len(prompts))), meta, results, progress=False)
     counts = load_shard(path).counts

@@ -22,6 +22,8 @@ ones go first):
                    cross-attention modules left eager through graph breaks, the rest as ``compiled``
   whole            a fresh pipeline, ``compile_unet_blocks(whole=True)``: the UNet's forward compiled whole but
                    the cross-attention modules
+  whole_graphs     ``whole``, and each batch's guided UNet call (votes included) captured once in a CUDA graph and
+                   replayed at every step (``RelevanceSettings.cuda_graphs``, what ``--compile`` adds on CUDA)
 
 ``--profile``: one batch of the last variant, 2 PNDM steps (3 evaluations), under torch.profiler: GPU-busy time
 against wall time (what CUDA graphs could remove at most) and the top kernels by GPU time.
@@ -243,25 +245,27 @@ def main():
             layer_norms = True
         if name == "cudnn":
             context = cudnn_first
-        if name in ("blocks", "whole") and compiled != name:
+        if name in ("blocks", "whole", "whole_graphs") and compiled != name.removesuffix("_graphs"):
             del pipe
             torch.cuda.empty_cache()
             pipe = random_pipeline(args.model, torch.float16, "cuda", init_device=init)  # the same seeded weights
-            compile_unet_blocks(pipe.unet, whole=name == "whole")
-            compiled, layer_norms = name, False
+            compile_unet_blocks(pipe.unet, whole=name != "blocks")
+            compiled, layer_norms = name.removesuffix("_graphs"), False
         warm = prompts[: batch]
         if name == "plain":
             fn = lambda ps: plain_run(pipe, ps, batch)  # noqa: E731
         elif name == "compiled_plain":
             fn = lambda ps: loop_run(pipe, ps, batch)  # noqa: E731
         else:
-            fn = lambda ps: hrv_run(pipe, concepts, te, ps, batch, "float16", results, compile=bool(compiled))  # noqa: E731
+            fn = lambda ps: hrv_run(pipe, concepts, te, ps, batch, "float16", results, compile=bool(compiled),  # noqa: E731
+                                    cuda_graphs=name.endswith("_graphs"))
         with context():
             warm_s, _ = timed(lambda: fn(warm))
             torch.cuda.reset_peak_memory_stats()
             seconds, counts = timed(lambda: fn(timed_prompts))
         how = compiled if isinstance(compiled, str) else ("regions" if compiled else False)
         entry = {"batch": batch, "s_per_prompt": seconds / len(timed_prompts), "warmup_s": warm_s,
+                 "cuda_graphs": name.endswith("_graphs"),
                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "compiled_unet": how,
                  "layer_norms_compiled": layer_norms}
         if counts is not None:

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hrv_diffusion import __version__
+from hrv_diffusion.core.graphs import GraphCache, graphs_supported
 from hrv_diffusion.core.heads import head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents, sequential_latents
 from hrv_diffusion.core.models import is_sdxl
@@ -54,6 +55,7 @@ class RelevanceSettings:
     subset: list[int] | None = None  # [numerator, denominator]
     checkpoint_every: int = 100
     compile: bool = False  # torch.compile the vote computation (GPU runs)
+    cuda_graphs: bool = False  # replay each batch's guided UNet call from a CUDA graph (where graphs_supported)
     extra: dict = field(default_factory=dict)
 
 
@@ -114,11 +116,13 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
     meta = dict(metadata, **{k: v for k, v in asdict(settings).items() if k != "extra"}, **settings.extra,
                 num_evaluations=evaluations, head_labels=layout.labels, rank=rank, world_size=world_size,
                 num_prompts_total=len(prompts), version=__version__)
+    graphed = settings.cuda_graphs and graphs_supported(pipe)
     written = []
     for epoch in range(1, settings.epochs + 1):
         path = shard_path(results_dir, settings, epoch, rank, world_size)
         epoch_meta = dict(meta, epoch=epoch)
-        votes = RelevanceVotes(bank, layout, evaluations, concept_set.num_concepts, compile=settings.compile)
+        votes = RelevanceVotes(bank, layout, evaluations, concept_set.num_concepts, compile=settings.compile,
+                               graph_safe=graphed)
         done = _votes_already_in(path, votes, epoch_meta, resume)
         finished = set(done)
         todo = [i for i in indices if i not in finished]
@@ -137,7 +141,8 @@ def run_relevance(pipe, settings: RelevanceSettings, concept_set, text_embedding
                 votes.set_choices(choices)
                 generate(pipe, [prompts[i] for i in batch], torch.cat([latents.pop(i) for i in batch]),
                          num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-                         negative_prompt=negative, controllers=[votes])  # latents only: no VAE
+                         negative_prompt=negative, controllers=[votes], step_hooks=[votes],
+                         graphs=GraphCache() if graphed else None)  # latents only: no VAE; a graph per batch
                 done += batch
                 finished_counts.copy_(votes.counts)
                 since_checkpoint += len(batch)

@@ -16,6 +16,7 @@ import torch
 from hrv_diffusion.core.attention import Controller, UNetCall
 from hrv_diffusion.core.families import denoiser, family_of
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout
+from hrv_diffusion.core.loop import StepHook
 
 
 def derived_seed(*keys: int) -> int:
@@ -62,15 +63,20 @@ class WordBank:
         self.n_words = n_words.to(param.device)  # (W,)
 
 
-class RelevanceVotes(Controller):
+class RelevanceVotes(Controller, StepHook):
     """Counts which concept each CA head attends to most.
 
     ``counts``: (T, H, C) float32 on the UNet's device; host copies happen only when the caller asks.
     Before each batch, ``set_choices(choices)`` gives the sampled words, (B, T, layers, C) word indices.
+
+    ``graph_safe``: the votes read the evaluation index from a device tensor that they set before each step as a
+    step hook of the generation (``generate(..., step_hooks=[votes])``), so one CUDA graph of the guided UNet call
+    counts right at every step (``generate(..., graphs=GraphCache())``, a fresh cache per generation: its graph
+    reads this batch's words and prompts). Off: the index is the call's Python int (no step hook needed).
     """
 
     def __init__(self, bank: WordBank, layout: HeadLayout, num_evaluations: int, num_concepts: int,
-                 compile: bool = False):
+                 compile: bool = False, graph_safe: bool = False):
         self.bank, self.layout = bank, layout
         # Compiling fuses the softmax, masking and means into few kernels (one graph per layer shape).
         self.head_votes = torch.compile(head_votes, dynamic=False) if compile else head_votes
@@ -78,13 +84,19 @@ class RelevanceVotes(Controller):
         device = bank.tokens.device
         self.counts = torch.zeros(num_evaluations, layout.num_heads, num_concepts, device=device)
         self.choices = None
+        self.step = torch.zeros((), dtype=torch.long, device=device) if graph_safe else None  # the evaluation index
 
     def set_choices(self, choices: torch.Tensor) -> None:
         self.choices = choices.to(self.bank.tokens.device)
 
+    def before(self, step: int, t, latents: torch.Tensor, loop) -> None:
+        if self.step is not None:
+            self.step.fill_(step)
+
     def observe(self, layer: AttnLayer, call: UNetCall, query: torch.Tensor, key: torch.Tensor) -> None:
         batch, heads, _, head_dim = query.shape  # (B, h, N, d)
-        words = self.choices[:batch, call.step, self.ordinal[layer.module_name]]  # (B, C)
+        step = call.step if self.step is None else self.step
+        words = self.choices[:batch, step, self.ordinal[layer.module_name]]  # (B, C)
         bank = self.bank.keys[layer.module_name]  # (R, h, d)
         tokens, valid = self.bank.tokens[words], self.bank.valid[words]  # (B, C, n_max)
         keys = torch.cat([bank[:1].expand(batch, 1, heads, head_dim), bank[tokens.flatten(1)]], dim=1)  # (B, L, h, d), L = 1 + C * n_max
@@ -92,8 +104,14 @@ class RelevanceVotes(Controller):
         if layer.module_name in self.bank.upcast:  # no-op in float32
             query, keys = query.float(), keys.float()
         votes = self.head_votes(query, keys, keep, valid, self.bank.n_words[words])  # (B, h)
-        block = self.counts[call.step, layer.offset : layer.offset + heads]  # (h, C) view
-        block.scatter_add_(1, votes.T, torch.ones_like(votes.T, dtype=block.dtype))
+        if self.step is None:
+            block = self.counts[call.step, layer.offset : layer.offset + heads]  # (h, C) view
+            block.scatter_add_(1, votes.T, torch.ones_like(votes.T, dtype=block.dtype))
+            return
+        _, num_heads, num_concepts = self.counts.shape  # flat cells (step, head, concept): no host value needed
+        rows = (self.step * num_heads + layer.offset + torch.arange(heads, device=votes.device)) * num_concepts
+        cells = (rows + votes).flatten()  # (B * h,)
+        self.counts.view(-1).scatter_add_(0, cells, torch.ones_like(cells, dtype=self.counts.dtype))
 
 
 def head_votes(query, keys, keep, valid, n_words) -> torch.Tensor:

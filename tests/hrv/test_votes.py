@@ -160,3 +160,30 @@ def test_layers_that_upcast_attention_vote_in_float32_where_float16_scores_overf
     probs = logits.softmax(-1).mean(0)[1:].view(3, -1) * bank.valid[words[0]]
     expected = int((probs.sum(-1) / bank.n_words[words[0]]).argmax())
     assert votes.counts[0, layer.offset].tolist() == [float(c == expected) for c in range(3)]
+
+
+def test_graph_safe_votes_count_like_the_plain_ones(pipe, embeddings):
+    """``graph_safe``: the evaluation index from a device tensor that the votes set as a step hook (what a CUDA graph
+    replaying the guided UNet call needs) gives the same counts as the call's Python index. Off CUDA the
+    ``GraphCache`` runs each call eagerly, so this checks the indexing, not a replay."""
+    from hrv_diffusion.core.graphs import GraphCache
+    from hrv_diffusion.core.loop import generate
+    from hrv_diffusion.hrv.votes import RelevanceVotes, WordBank
+
+    layout = head_layout(pipe.unet)
+    bank = WordBank(pipe.unet, layout, embeddings.embeddings, embeddings.token_lengths)
+    latents = torch.randn((3, 4, 16, 16), generator=torch.Generator().manual_seed(0))
+    choices = torch.stack([sample_words(list(CONCEPTS.word_counts), STEPS + 1, len(layout.layers),
+                                        torch.Generator().manual_seed(i)) for i in range(3)])  # (B, T, layers, C)
+
+    def counts(graph_safe):
+        votes = RelevanceVotes(bank, layout, STEPS + 1, CONCEPTS.num_concepts, graph_safe=graph_safe)
+        votes.set_choices(choices)
+        generate(pipe, PROMPTS[:3], latents, num_inference_steps=STEPS, controllers=[votes], step_hooks=[votes],
+                 graphs=GraphCache() if graph_safe else None)
+        return votes.counts
+
+    plain, safe = counts(False), counts(True)
+    assert plain.sum() == (STEPS + 1) * layout.num_heads * 3  # one vote per evaluation, head and prompt
+    assert torch.equal(safe, plain)
+    assert (plain.sum(-1) == 3).all() and (plain.amax(0) < 3 * (STEPS + 1)).any()  # votes spread over steps
