@@ -71,11 +71,13 @@ def phases(pipe, prompt, renders, heads_mask_fn, report, key):
     print(key, json.dumps(report[key]), flush=True)
 
 
-def experiment_run(pipe, prompts, heads, jobs, batch, out, report, key):
+def experiment_run(pipe, prompts, heads, jobs, batch, out, report, key, cuda_graphs=False):
     out = Path(out)
-    generate_weakened(pipe, "warm-up " + prompts[0], heads, jobs, out / "warm", batch_size=batch)  # compiles, tunes
+    generate_weakened(pipe, "warm-up " + prompts[0], heads, jobs, out / "warm", batch_size=batch,
+                      cuda_graphs=cuda_graphs)  # compiles, tunes
     torch.cuda.reset_peak_memory_stats()
-    seconds, made = timed(lambda: sum(generate_weakened(pipe, prompt, heads, jobs, out / f"p{i}", batch_size=batch)
+    seconds, made = timed(lambda: sum(generate_weakened(pipe, prompt, heads, jobs, out / f"p{i}", batch_size=batch,
+                                                        cuda_graphs=cuda_graphs)
                                       for i, prompt in enumerate(prompts)))
     files = sum(len(list((out / f"p{i}").rglob("*.png"))) for i in range(len(prompts)))
     renders = len(plan_renders(jobs, heads)) * len(prompts)
@@ -99,7 +101,8 @@ def main():
     p.add_argument("--only_compiled", action="store_true", help="skip the phase timings and the eager run")
     p.add_argument("--compile_modes", default="regions",
                    help="comma-separated: regions (compile_unet_regions), whole (compile_unet_blocks(whole=True)), "
-                        "blocks (compile_unet_blocks); each after the first on a fresh pipeline")
+                        "blocks (compile_unet_blocks), whole_graphs (whole, and each batch's guided UNet call replayed "
+                        "from a CUDA graph: hrv-weakening --compile); each after the first on a fresh pipeline")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     from diffusers.models.attention_processor import AttnProcessor
@@ -165,8 +168,9 @@ def main():
         if mode == "regions":
             compile_unet_regions(pipe.unet)
         else:
-            compile_unet_blocks(pipe.unet, whole=mode == "whole")
-        experiment_run(pipe, prompts, heads, jobs, args.batch, tmp / key, report, key)
+            compile_unet_blocks(pipe.unet, whole=mode.startswith("whole"))
+        experiment_run(pipe, prompts, heads, jobs, args.batch, tmp / key, report, key,
+                       cuda_graphs=mode.endswith("_graphs"))
         report[key]["warm_up_and_compile_s"] = time.perf_counter() - compile_start - report[key]["seconds"]
         report[key]["speedup"] = report[key]["images_written_per_s"] * ref
         keys.append(key)

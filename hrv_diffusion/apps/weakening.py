@@ -19,6 +19,7 @@ import torch
 from hrv_diffusion.apps.runs import OutputTree, RunReport, run_batches
 from hrv_diffusion.core.attention import Controller, UNetCall
 from hrv_diffusion.core.families import family_of
+from hrv_diffusion.core.graphs import GraphCache, graphs_supported
 from hrv_diffusion.core.heads import AttnLayer, HeadLayout, head_layout
 from hrv_diffusion.core.loop import generate, latent_shape, num_evaluations, seed_latents
 from hrv_diffusion.core.tokens import word_positions_in_window, word_token_positions
@@ -113,7 +114,7 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
                       window=(0.0, 1.01), concept_word: str | None = None, num_inference_steps: int = 50,
                       guidance_scale: float = 7.5, batch_size: int = 16, decode: str = "truncate",
                       height: int | None = None, width: int | None = None, skip_existing: bool = True,
-                      progress=None, report: RunReport | None = None) -> int:
+                      progress=None, report: RunReport | None = None, cuda_graphs: bool = False) -> int:
     """Generate the images of ``jobs`` for one prompt; return how many jobs were made (not skipped).
 
     ``ranked_heads(order, k)`` gives the k global head indices to weaken (from an HRV or the published head_roles).
@@ -121,6 +122,8 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
     that is missing (every path when not ``skip_existing``); batches are ``runs.pack``ed, files written while the
     next batch generates. ``decode``: "truncate" (the reference) or "round". ``progress`` advances by jobs.
     ``report``, when given, gets the counts added: images generated (one per render), files written, files present.
+    ``cuda_graphs``: replay each batch's guided UNet call from a CUDA graph (the same kernels) where
+    ``graphs_supported`` and the window covers every evaluation (the weakening is then the same at every step).
     """
     def missing(path: Path) -> bool:
         return not skip_existing or not path.is_file()
@@ -131,6 +134,8 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
     tokens = weakened_tokens(pipe.tokenizer, prompt, concept_word, family_of(pipe).text_length(pipe))  # (T,)
     evaluations = num_evaluations(pipe, num_inference_steps)
     shape = latent_shape(pipe, height, width)
+    every_step = int(window[0] * evaluations) == 0 and int(window[1] * evaluations) >= evaluations
+    graphed = cuda_graphs and every_step and graphs_supported(pipe)
 
     def make_batch(batch: list[Render]) -> list[tuple[Path, np.ndarray]]:
         head_masks = torch.zeros(len(batch), layout.num_heads, dtype=torch.bool)  # (B, H)
@@ -140,7 +145,8 @@ def generate_weakened(pipe, prompt: str, ranked_heads, jobs: list[Job], out_dir:
                                   device=pipe._execution_device)
         pixels = generate(pipe, [prompt] * len(batch), seed_latents([r.seed for r in batch], shape),
                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                          controllers=[weakening], decode=decode, height=height, width=width).images  # (B, H, W, 3)
+                          controllers=[weakening], decode=decode, height=height, width=width,
+                          graphs=GraphCache() if graphed else None).images  # (B, H, W, 3); a graph per batch
         if progress is not None:
             progress.update(sum(len(render.jobs) for render in batch))
         return [(path, pixels[b]) for b, render in enumerate(batch) for job in render.jobs
@@ -227,16 +233,17 @@ def file_fingerprint(paths) -> str:
 
 
 def run_weakening(pipe, folders: dict[Path, WeakeningSettings], ranked_heads, jobs: list[Job], *, batch_size: int,
-                  overwrite: bool = False, progress=None, report: RunReport | None = None) -> RunReport:
+                  overwrite: bool = False, progress=None, report: RunReport | None = None,
+                  cuda_graphs: bool = False) -> RunReport:
     """Generate ``jobs`` for every claimed prompt folder of ``folders`` with its settings; ``progress`` (a tqdm bar
-    over jobs) also counts the jobs whose images were there already."""
+    over jobs) also counts the jobs whose images were there already. ``cuda_graphs``: see ``generate_weakened``."""
     report = report if report is not None else RunReport()
     for folder, s in folders.items():
         made = generate_weakened(pipe, s.prompt, ranked_heads, jobs, folder, factor=s.reweighting_factor,
                                  window=tuple(s.reweighting_steps), concept_word=s.concept_word,
                                  num_inference_steps=s.n_inference_steps, guidance_scale=s.guidance_scale,
                                  batch_size=batch_size, height=s.height, width=s.width, skip_existing=not overwrite,
-                                 progress=progress, report=report)
+                                 progress=progress, report=report, cuda_graphs=cuda_graphs)
         if progress is not None:
             progress.update(len(jobs) - made)  # jobs whose images already existed
     return report

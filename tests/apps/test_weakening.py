@@ -189,3 +189,33 @@ def test_cli_hrv_paper_goes_through_load_hrv(tmp_path, monkeypatch, capsys):
     assert main(sd) == 2
     err = capsys.readouterr().err
     assert "run `hrv-published`" in err and str(tmp_path / "cache") in err
+
+
+@pytest.mark.parametrize("window, graphed", [((0.0, 1.01), True), ((0.0, 0.5), False)])
+def test_cuda_graphs_only_where_the_weakening_is_the_same_at_every_step(pipe, tmp_path, monkeypatch, window, graphed):
+    """``cuda_graphs``: one graph of the guided call per batch, only when the window covers every evaluation (a
+    graph replays one step's weakening at all steps). Off CUDA a GraphCache runs each call eagerly: the same images."""
+    import hrv_diffusion.apps.weakening as weakening
+    from hrv_diffusion.core.graphs import GraphCache
+
+    caches = []
+
+    class SpyCache(GraphCache):
+        def __init__(self):
+            super().__init__()
+            caches.append(self)
+
+    monkeypatch.setattr(weakening, "graphs_supported", lambda p: True)  # as on CUDA with PNDM
+    monkeypatch.setattr(weakening, "GraphCache", SpyCache)
+    jobs, heads = plan_jobs([2], [10, 20]), HrvHeads(np.arange(22.0))
+
+    def images(folder, **kw):
+        generate_weakened(pipe, "a red car", heads, jobs, tmp_path / folder, num_inference_steps=STEPS, batch_size=4,
+                          window=window, **kw)
+        return [np.asarray(Image.open(p)) for p in sorted((tmp_path / folder).rglob("*.png"))]
+
+    plain = images("plain")
+    assert not caches
+    with_graphs = images("graphs", cuda_graphs=True)
+    assert len(caches) == (1 if graphed else 0)  # one batch of 4 renders
+    assert len(plain) == len(with_graphs) == 4 and all(np.array_equal(a, b) for a, b in zip(plain, with_graphs))
