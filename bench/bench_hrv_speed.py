@@ -23,7 +23,7 @@ ones go first):
   whole            a fresh pipeline, ``compile_unet_blocks(whole=True)``: the UNet's forward compiled whole but
                    the cross-attention modules
   whole_graphs     ``whole``, and each batch's guided UNet call (votes included) captured once in a CUDA graph and
-                   replayed at every step (``RelevanceSettings.cuda_graphs``, what ``--compile`` adds on CUDA)
+                   replayed at every step (``RelevanceSettings.cuda_graphs``; not yet part of ``--compile``)
 
 ``--profile``: one batch of the last variant, 2 PNDM steps (3 evaluations), under torch.profiler: GPU-busy time
 against wall time (what CUDA graphs could remove at most) and the top kernels by GPU time.

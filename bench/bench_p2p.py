@@ -10,8 +10,9 @@ fused SDPA on every layer and step that is not edited, VAE decode, uint8 convers
 included. Configurations:
   readme   per seed [source, P2P, P2P-HRV Color]: 2 edited images per 3 rows (the README example, --save_original_p2p)
   multi    per seed [source, P2P, P2P-HRV x 4 concepts]: 5 edited images per 6 rows
-each eager and with --compile (the UNet's whole forward compiled, the edited layers eager), and the faithful fp32
-mode (readme, fp32, batched, half the seeds), also with TF32 matrix products (an option: the numbers change). Rate = edited images written per second; speed-up = our rate x the reference's
+each eager, with --compile (UNet regions compiled, the edited layers eager) and with the UNet's whole forward compiled
+(the edited layers eager through graph breaks), and the faithful fp32 mode (readme, fp32, batched, half the seeds),
+also with TF32 matrix products (an option: the numbers change). Rate = edited images written per second; speed-up = our rate x the reference's
 seconds per pair (one edited image per reference call). Also: pixel agreement of fp16 and of the batched fp32 mode
 with the reference way on the same seeds.
 
@@ -115,6 +116,9 @@ def main():
     p.add_argument("--seeds", type=int, default=None, help="timed seeds per configuration (default: 32; smoke: 4)")
     p.add_argument("--batch", type=int, default=None, help="rows per call (default: 48; smoke: 6)")
     p.add_argument("--skip_compile", action="store_true", help="no --compile runs")
+    p.add_argument("--compile_modes", default="regions,whole",
+                   help="comma-separated: regions (compile_unet_regions, what hrv-p2p --compile does), whole "
+                        "(compile_unet_blocks(whole=True): the UNet's forward, the edited layers eager)")
     p.add_argument("--skip_fp32", action="store_true", help="no faithful fp32 run")
     p.add_argument("--skip_tf32", action="store_true", help="no fp32 run with TF32 matrix products")
     p.add_argument("--out", required=True, help="JSON file of the raw results")
@@ -204,16 +208,25 @@ def main():
     pipe = pipeline(args, dtype)
     seeds = ref_seeds + list(range(n_seeds - n_ref))
     multi_seeds = list(range(2000, 2000 + max(1, n_seeds // 2)))
-    runs = [("eager", False)] + ([] if args.skip_compile else [("compiled", True)])
-    for label, compiled in runs:
+    modes = [] if args.skip_compile else args.compile_modes.split(",")
+    runs = [("eager", None)] + [("compiled" if mode == "regions" else f"compiled_{mode}", mode) for mode in modes]
+    for n, (label, compiled) in enumerate(runs):
         if compiled:
             from hrv_diffusion.apps.p2p import default_self_max_queries
-            from hrv_diffusion.core.speed import compile_unet_blocks
+            from hrv_diffusion.core.speed import compile_unet_blocks, compile_unet_regions
 
+            if n > 1:  # a fresh pipeline (the same seeded weights) for each compile mode after the first
+                del pipe
+                if not smoke:
+                    torch.cuda.empty_cache()
+                pipe = pipeline(args, dtype)
             limit = default_self_max_queries(pipe)
             hooked = [layer.module_name for layer in head_layout(pipe.unet).self_layers if layer.num_queries <= limit]
-            # what hrv-p2p --compile does: the whole forward, cross-attention and the edited self-attention eager
-            compile_unet_blocks(pipe.unet, whole=True, skip=hooked, backend="eager" if smoke else "inductor")
+            backend = "eager" if smoke else "inductor"
+            if compiled == "regions":  # what hrv-p2p --compile does
+                compile_unet_regions(pipe.unet, skip=hooked, backend=backend)
+            else:  # the whole forward, cross-attention and the edited self-attention layers eager (graph breaks)
+                compile_unet_blocks(pipe.unet, whole=True, skip=hooked, backend=backend)
         start = time.perf_counter()
         ours(pipe, hrv, name, list(range(5000, 5000 + batch // 3)), ["Color"], batch, steps, clock, work / "warm")
         ours(pipe, hrv, name, list(range(6000, 6000 + batch // 6)), CONCEPTS, batch, steps, clock, work / "warm")
@@ -244,7 +257,9 @@ def main():
                        ("fp16_readme_eager", "ours fp16, P2P + P2P-HRV"),
                        ("fp16_multi_eager", "ours fp16, P2P + 4 P2P-HRV concepts"),
                        ("fp16_readme_compiled", "ours fp16 --compile, P2P + P2P-HRV"),
-                       ("fp16_multi_compiled", "ours fp16 --compile, P2P + 4 P2P-HRV concepts")):
+                       ("fp16_multi_compiled", "ours fp16 --compile, P2P + 4 P2P-HRV concepts"),
+                       ("fp16_readme_compiled_whole", "ours fp16, whole forward compiled, P2P + P2P-HRV"),
+                       ("fp16_multi_compiled_whole", "ours fp16, whole forward compiled, P2P + 4 concepts")):
         if key in report:
             rows.append((label, report[key]["edited_images_per_s"], report[key]["speedup"]))
     print(f"\n{'run':<58} {'edited images/s':>16} {'speed-up':>9}")

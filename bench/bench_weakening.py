@@ -102,7 +102,7 @@ def main():
     p.add_argument("--compile_modes", default="regions",
                    help="comma-separated: regions (compile_unet_regions), whole (compile_unet_blocks(whole=True)), "
                         "blocks (compile_unet_blocks), whole_graphs (whole, and each batch's guided UNet call replayed "
-                        "from a CUDA graph: hrv-weakening --compile); each after the first on a fresh pipeline")
+                        "from a CUDA graph: generate_weakened(cuda_graphs=True)); each after the first on a fresh pipeline")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     from diffusers.models.attention_processor import AttnProcessor

@@ -93,7 +93,7 @@ def run(args) -> int:
     settings = run_settings(args, ctx, hrv)
     exp = EditLayout(args.output_path, args.experiment_num, settings, overwrite=args.overwrite)
     pair = Pair(*args.prompts, args.target_token, tuple(specs))
-    ctx.compile(skip=compile_skip(ctx, settings), whole=True)
+    ctx.compile(skip=compile_skip(ctx, settings))
     bar = tqdm(unit="edit", disable=args.quiet, desc="P2P edits")
     try:
         with sigterm_as_interrupt():

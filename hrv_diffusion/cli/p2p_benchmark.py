@@ -91,7 +91,7 @@ def run(args) -> int:
     hrv = ctx.hrv if uses_hrv else None
     settings = run_settings(args, ctx, hrv)
     exp = EditLayout(args.output_path, args.experiment_num, settings, overwrite=args.overwrite)
-    ctx.compile(skip=compile_skip(ctx, settings), whole=True)
+    ctx.compile(skip=compile_skip(ctx, settings))
     who = f"rank {ctx.rank}/{ctx.world}, " if ctx.world > 1 else ""
     who += f"part {args.numerator}/{args.denominator}, " if args.subset_running else ""
     bar = tqdm(unit="edit", disable=args.quiet, desc=f"{who}benchmark")

@@ -13,8 +13,8 @@ from hrv_diffusion.cli.common import fraction, nonnegative_int, positive_int
 from hrv_diffusion.cli.flags import (add_generation_flags, add_hrv_flags, add_model_flags, add_output_flags)
 
 DEFAULT_SEEDS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
-COMPILE_HELP = ("compile the UNet's forward but the edited attention layers (torch.compile; faster for long GPU "
-                "runs, after a one-time compile of about a minute)")
+COMPILE_HELP = ("compile the UNet regions that are not edited (faster for long GPU runs after 1-2 minutes of "
+                "compilation)")
 BATCH_HELP = "at most this many images (rows) per pipeline call; a seed's source and edits stay together"
 
 

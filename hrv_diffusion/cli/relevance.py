@@ -57,9 +57,8 @@ def build_parser(default_card: str = SD_CARD, default_batch: int = 16,
     g.add_argument("--max_prompts", type=positive_int, default=None, help="use only the first N prompts of the list")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_flags(p.add_argument_group("model"), default_card=default_card, scheduler=True,
-                    compile_help="compile the UNet's forward but the cross-attention layers and, on CUDA, replay "
-                                 "each batch's UNet call from a CUDA graph (faster on GPUs for long runs; votes agree "
-                                 "with eager ones on about 99.9%% of counts, docs/performance.md)")
+                    compile_help="compile the UNet's forward but the cross-attention layers (faster on GPUs for long "
+                                 "runs; votes agree with eager ones on about 99.9%% of counts, docs/performance.md)")
     return p
 
 
@@ -97,7 +96,7 @@ def relevance_settings(args, ctx, description: str):
         guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, seed=args.seed,
         seeding="legacy" if args.legacy_seeding else "per_prompt", batch_size=args.batch_size, dtype=ctx.dtype,
         subset=[args.numerator, args.denominator] if args.subset_running else None,
-        checkpoint_every=args.checkpoint_every, compile=args.compile, cuda_graphs=args.compile, extra={"scheduler": args.scheduler})
+        checkpoint_every=args.checkpoint_every, compile=args.compile, extra={"scheduler": args.scheduler})
 
 
 def run(args) -> int:

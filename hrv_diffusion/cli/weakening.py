@@ -201,7 +201,7 @@ def run(args) -> int:
     try:
         with sigterm_as_interrupt():
             run_weakening(ctx.pipe, folders, ranked, jobs, batch_size=args.batch_size, overwrite=args.overwrite,
-                          progress=bar, report=report, cuda_graphs=args.compile)
+                          progress=bar, report=report)
     except KeyboardInterrupt:
         bar.close()
         return interrupted(args, tree.root, PROGRAM)
