@@ -193,14 +193,16 @@ def test_cli_hrv_paper_goes_through_load_hrv(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("window, graphed", [((0.0, 1.01), True), ((0.0, 0.5), False)])
 def test_cuda_graphs_only_where_the_weakening_is_the_same_at_every_step(pipe, tmp_path, monkeypatch, window, graphed):
-    """``cuda_graphs``: one graph of the guided call per batch, only when the window covers every evaluation (a
-    graph replays one step's weakening at all steps). Off CUDA a GraphCache runs each call eagerly: the same images."""
+    """``cuda_graphs``: one graph of the guided call per batch, only when the window covers every evaluation. Under
+    ``FrozenGraphCache`` (later steps replay the first step's call with its Python frozen, as a CUDA graph does)
+    the images equal plain generation's."""
+    from frozen_graphs import FrozenGraphCache
+
     import hrv_diffusion.apps.weakening as weakening
-    from hrv_diffusion.core.graphs import GraphCache
 
     caches = []
 
-    class SpyCache(GraphCache):
+    class SpyCache(FrozenGraphCache):
         def __init__(self):
             super().__init__()
             caches.append(self)
@@ -218,4 +220,6 @@ def test_cuda_graphs_only_where_the_weakening_is_the_same_at_every_step(pipe, tm
     assert not caches
     with_graphs = images("graphs", cuda_graphs=True)
     assert len(caches) == (1 if graphed else 0)  # one batch of 4 renders
+    if graphed:
+        assert caches[0].captures == 1 and caches[0].replays == STEPS
     assert len(plain) == len(with_graphs) == 4 and all(np.array_equal(a, b) for a, b in zip(plain, with_graphs))
