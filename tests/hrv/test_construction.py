@@ -90,6 +90,34 @@ def test_two_ranks_merged_equal_one_run_and_batch_size_does_not_matter(pipe, emb
     np.testing.assert_array_equal(one_at_a_time.counts, whole.counts)
 
 
+@pytest.mark.parametrize("card", ["tiny-sd", "tiny-sdxl"])
+def test_cuda_graphs_give_the_same_votes(card, tmp_path, monkeypatch):
+    """``cuda_graphs``: a graph of the guided call per batch (here ``FrozenGraphCache``: later steps rerun the first
+    step's call with its Python frozen, as a CUDA graph replays it), batches of 4 and 2 prompts: the same counts."""
+    from frozen_graphs import FrozenGraphCache
+
+    import hrv_diffusion.hrv.construction as construction
+
+    pipe = load_pipeline(card)
+    emb, lengths = encode_words(pipe, list(CONCEPTS.flat_words))
+    words = TextEmbeddings(embeddings=emb, token_lengths=torch.as_tensor(lengths), metadata={})
+    caches = []
+
+    class SpyCache(FrozenGraphCache):
+        def __init__(self):
+            super().__init__()
+            caches.append(self)
+
+    monkeypatch.setattr(construction, "graphs_supported", lambda p: True)  # as on CUDA with PNDM
+    monkeypatch.setattr(construction, "GraphCache", SpyCache)
+    plain = run(pipe, words, tmp_path / "plain", settings(batch_size=4, model_card=card))
+    assert not caches
+    graphed = run(pipe, words, tmp_path / "graphed", settings(batch_size=4, model_card=card, cuda_graphs=True))
+    assert [(c.captures, c.replays) for c in caches] == [(1, STEPS)] * 2  # a fresh cache per batch
+    assert (plain.counts.sum(-1) == len(PROMPTS)).all()
+    np.testing.assert_array_equal(graphed.counts, plain.counts)
+
+
 # ----------------------------------------------------------------------------------------- 2. checkpoints and resume
 
 class Crash(RuntimeError):
